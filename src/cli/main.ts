@@ -1,0 +1,281 @@
+import { Command, CommanderError, Option } from "commander";
+import { type IngestReport, Intake, type ReprocessReport } from "../intake/intake.js";
+import { UploadStatus } from "../state/models.js";
+import { initWorkspace } from "../workspace/init.js";
+import { openWorkspace, type Workspace } from "../workspace/workspace.js";
+import { printJson, progress, table } from "./output.js";
+
+/** Exit codes: 0 ok, 1 the work failed, 2 the command was used wrongly. */
+const EXIT_FAILURE = 1;
+const EXIT_USAGE = 2;
+
+class UsageError extends Error {}
+
+interface GlobalOptions {
+  workspace: string;
+}
+
+/** Metadata flags of `ingest`, named after the upload-metadata keys they set. */
+const METADATA_FLAGS = [
+  ["--record-id <id>", "recordid", "record id (only with a single archive)"],
+  ["--participant <healthCode>", "healthcode", "participant id (health code)"],
+  ["--app <appId>", "appid", "app id"],
+  ["--study <studyId>", "studyid", "study id"],
+  ["--assessment <id>", "assessmentid", "assessment id"],
+  ["--revision <n>", "assessmentrevision", "assessment revision"],
+  ["--uploaded-on <time>", "uploadedon", "upload time, ISO-8601 with a zone"],
+  ["--client-info <text>", "clientinfo", "client info"],
+  ["--sharing-scope <scope>", "sharingscope", "sharing scope at upload time"],
+  ["--data-groups <groups>", "datagroups", "data groups, comma-separated"],
+] as const;
+
+export function buildProgram(): Command {
+  const program = new Command()
+    .name("studylake")
+    .description("Turn digital-health study uploads into analysis-ready, consent-aware tables.")
+    .option(
+      "-w, --workspace <dir>",
+      "workspace folder (holds studylake.config.json)",
+      process.env.STUDYLAKE_WORKSPACE ?? process.cwd(),
+    )
+    .showHelpAfterError()
+    .exitOverride();
+
+  program
+    .command("init")
+    .description("make an embedded workspace: config, raw/, json/, quarantine/, SQLite state, reference data")
+    .argument("[dir]", "folder to make the workspace in (default: the --workspace folder)")
+    .option("--json", "machine-readable output")
+    .action(async (dir: string | undefined, opts: { json?: boolean }) => {
+      const result = await initWorkspace(dir ?? globals(program).workspace);
+      if (opts.json) printJson(result);
+      else console.log(`Workspace ready in ${result.root}\n  created: ${result.created.join(", ")}`);
+    });
+
+  const ingest = program
+    .command("ingest")
+    .description("take in upload archives (files, or folders of *.zip), keep them, validate and bucket their files")
+    .argument("<paths...>", "archive files or folders of them; metadata comes from <archive>.metadata.json beside each")
+    .option("--meta <key=value...>", "any other upload-metadata field")
+    .option("--strict", "exit 1 when any upload ends quarantined or rejected")
+    .option("--json", "machine-readable output");
+  for (const [flag, , help] of METADATA_FLAGS) ingest.option(flag, help);
+  ingest.action(async (paths: string[], opts: Record<string, unknown>) => {
+    const metadata = metadataFlags(opts);
+    if (metadata.recordid && paths.length > 1) throw new UsageError("--record-id names one record: give one archive");
+    await withWorkspace(program, async (ws) => {
+      const bar = progress("ingest", !opts.json);
+      const report = await new Intake(ws).ingest(paths, { metadata, onProgress: (d, t) => bar.update(d, t) });
+      bar.stop();
+      if (opts.json) printJson(report);
+      else printIngestReport(report);
+      const failed = report.actions.failed > 0;
+      const bad = report.statuses.quarantined + report.statuses.rejected > 0;
+      if (failed || (opts.strict && bad)) process.exitCode = EXIT_FAILURE;
+    });
+  });
+
+  program
+    .command("reprocess")
+    .description("run kept raw archives through resolution and validation again, after a schema or mapping fix")
+    .option("--quarantined", "only quarantined uploads (default: quarantined and unfinished ones)")
+    .option("--record <recordId>", "only the versions of this record (any status)")
+    .addOption(new Option("--status <status...>", "only uploads with these statuses").choices(UploadStatus.options))
+    .option("--json", "machine-readable output")
+    .action(async (opts: { quarantined?: boolean; record?: string; status?: UploadStatus[]; json?: boolean }) => {
+      await withWorkspace(program, async (ws) => {
+        const statuses = opts.status ?? (opts.quarantined ? (["quarantined"] as UploadStatus[]) : undefined);
+        const bar = progress("reprocess", !opts.json);
+        const report = await new Intake(ws).reprocess({
+          ...(statuses ? { statuses } : {}),
+          ...(opts.record !== undefined ? { recordId: opts.record } : {}),
+          onProgress: (d, t) => bar.update(d, t),
+        });
+        bar.stop();
+        if (opts.json) printJson(report);
+        else printReprocessReport(report);
+        if (report.actions.failed > 0) process.exitCode = EXIT_FAILURE;
+      });
+    });
+
+  program
+    .command("status")
+    .description("count uploads by status and list the ones that need attention")
+    .option("--limit <n>", "how many quarantined or rejected uploads to list", "20")
+    .option("--json", "machine-readable output")
+    .action(async (opts: { limit: string; json?: boolean }) => {
+      const limit = positiveInt(opts.limit, "--limit");
+      await withWorkspace(program, async (ws) => {
+        const counts = await ws.state.countByStatus();
+        const attention = await ws.state.listUploads({ statuses: ["quarantined", "rejected", "received"], limit });
+        if (opts.json) {
+          printJson({ counts, attention });
+          return;
+        }
+        const total = Object.values(counts).reduce((a, b) => a + b, 0);
+        console.log(`Uploads in ${ws.root} (state: ${ws.state.description})`);
+        console.log(
+          table([["status", "uploads"], ...UploadStatus.options.map((s) => [s, counts[s]]), ["total", total]]),
+        );
+        if (attention.length > 0) {
+          console.log("\nNeeding attention:");
+          console.log(
+            table([
+              ["record", "version", "status", "why"],
+              ...attention.map((u) => [u.recordId ?? u.sourceName, u.version, u.status, u.error ?? "unfinished"]),
+            ]),
+          );
+        }
+      });
+    });
+
+  program
+    .command("show")
+    .description("show one record's uploads: metadata, files, resolved schemas, validation results and outputs")
+    .argument("<recordId>", "record id")
+    .option("--json", "machine-readable output")
+    .action(async (recordId: string, opts: { json?: boolean }) => {
+      await withWorkspace(program, async (ws) => {
+        const uploads = await ws.state.uploadsOfRecord(recordId);
+        if (uploads.length === 0) throw new Error(`no upload with record id '${recordId}'`);
+        const versions = [];
+        for (const upload of uploads) versions.push({ ...upload, files: await ws.state.getFiles(upload.uploadId) });
+        if (opts.json) {
+          printJson(versions);
+          return;
+        }
+        for (const v of versions) {
+          console.log(`Record ${recordId} version ${v.version}: ${v.status}${v.error ? ` (${v.error})` : ""}`);
+          console.log(`  source ${v.sourceName}, ${v.sizeBytes} bytes, sha256 ${v.contentHash}`);
+          console.log(`  received ${v.receivedAt}, processed ${v.processedAt ?? "never"}, attempts ${v.attempts}`);
+          console.log("  metadata:");
+          for (const [k, val] of Object.entries(v.metadata)) console.log(`    ${k}: ${val}`);
+          if (v.files.length > 0) {
+            console.log("  files:");
+            console.log(
+              indent(
+                table([
+                  ["file", "schema", "validation", "dataset", "output / note"],
+                  ...v.files.map((f) => [
+                    f.path,
+                    f.schemaUrl
+                      ? `${f.schemaSource}: ${shortUrl(f.schemaUrl)}${f.schemaMissing ? " (missing)" : ""}`
+                      : "-",
+                    f.validation,
+                    f.datasetId ?? "-",
+                    f.outputKey ?? f.note ?? "",
+                  ]),
+                ]),
+                4,
+              ),
+            );
+            for (const f of v.files) {
+              for (const e of f.errors) console.log(`    ${f.path} ${e.pointer || "/"}: ${e.message}`);
+            }
+          }
+        }
+      });
+    });
+
+  return program;
+}
+
+function globals(program: Command): GlobalOptions {
+  return program.opts<GlobalOptions>();
+}
+
+async function withWorkspace(program: Command, work: (ws: Workspace) => Promise<void>): Promise<void> {
+  const ws = await openWorkspace(globals(program).workspace);
+  try {
+    await work(ws);
+  } finally {
+    await ws.close();
+  }
+}
+
+function metadataFlags(opts: Record<string, unknown>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of (opts.meta as string[] | undefined) ?? []) {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) throw new UsageError(`--meta takes key=value, got '${pair}'`);
+    out[pair.slice(0, eq).toLowerCase()] = pair.slice(eq + 1);
+  }
+  for (const [flag, key] of METADATA_FLAGS) {
+    const name = flag.slice(2, flag.indexOf(" ")).replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+    const value = opts[name];
+    if (typeof value === "string") out[key] = value;
+  }
+  return out;
+}
+
+function positiveInt(value: string, flag: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`${flag} takes a positive whole number, got '${value}'`);
+  return n;
+}
+
+function printIngestReport(report: IngestReport): void {
+  for (const item of report.items) {
+    if (item.status === "valid" && item.action !== "failed") continue;
+    const who = item.recordId ? `${item.recordId}${item.version ? ` v${item.version}` : ""}` : item.source;
+    console.log(`${item.action === "failed" ? "error" : item.status}: ${who}: ${item.message ?? item.action}`);
+  }
+  if (report.warnings.length > 0) {
+    console.log(`${report.warnings.length} warning${report.warnings.length === 1 ? "" : "s"} (files skipped):`);
+    for (const w of report.warnings.slice(0, 10)) console.log(`  ${w}`);
+    if (report.warnings.length > 10) console.log(`  … ${report.warnings.length - 10} more (see --json)`);
+  }
+  const a = report.actions;
+  const s = report.statuses;
+  console.log(
+    `Ingested ${report.items.length} archive${report.items.length === 1 ? "" : "s"}: ` +
+      `${a.ingested} new, ${a["new-version"]} new versions, ${a.unchanged} unchanged, ${a.resumed} resumed, ${a.failed} failed; ` +
+      `${s.valid} valid, ${s.quarantined} quarantined, ${s.rejected} rejected, ${s.superseded} superseded; ` +
+      `${report.filesWritten} dataset files written.`,
+  );
+}
+
+function printReprocessReport(report: ReprocessReport): void {
+  for (const item of report.items) {
+    if (item.status !== "valid")
+      console.log(`${item.status ?? "error"}: ${item.recordId ?? item.source}: ${item.message}`);
+  }
+  const moves = Object.entries(report.moves).map(([m, n]) => `${m} ${n}`);
+  const fixed = report.moves["quarantined→valid"] ?? 0;
+  console.log(
+    `Reprocessed ${report.items.length} upload${report.items.length === 1 ? "" : "s"}: ${fixed} moved from quarantine to valid` +
+      `${moves.length ? ` (${moves.join(", ")})` : ""}; ${report.filesWritten} dataset files written.`,
+  );
+}
+
+function shortUrl(url: string): string {
+  return url.replace(/^https?:\/\/[^/]+\//, "");
+}
+
+function indent(text: string, n: number): string {
+  return text
+    .split("\n")
+    .map((l) => " ".repeat(n) + l)
+    .join("\n");
+}
+
+/** Runs the CLI and returns its exit code (the binary sets process.exitCode from it). */
+export async function main(argv: readonly string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv as string[], { from: "user" });
+    return typeof process.exitCode === "number" ? process.exitCode : 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.code === "commander.help")
+        return 0;
+      return EXIT_USAGE;
+    }
+    if (err instanceof UsageError) {
+      console.error(`studylake: ${err.message}`);
+      return EXIT_USAGE;
+    }
+    console.error(`studylake: ${(err as Error).message}`);
+    return EXIT_FAILURE;
+  }
+}

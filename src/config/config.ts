@@ -1,0 +1,132 @@
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { z } from "zod";
+
+export const CONFIG_FILE = "studylake.config.json";
+
+export const MissingSchemaPolicy = z.enum(["treat-as-unvalidated", "quarantine"]);
+export type MissingSchemaPolicy = z.infer<typeof MissingSchemaPolicy>;
+
+const SchemaLocation = z.object({
+  /** Schema URLs starting with this prefix… */
+  urlPrefix: z.string().min(1),
+  /** …are read from this folder (the rest of the URL is the path inside it). */
+  folder: z.string().min(1),
+});
+
+const AllowedValidationError = z.object({
+  /** File name inside the archive (basename). */
+  file: z.string().min(1),
+  /** The validator's message, exactly as reported (for example "must have required property 'type'"). */
+  message: z.string().min(1),
+  /** Only drop the error when the upload's clientinfo contains this text (for example "Android"). */
+  clientInfoContains: z.string().optional(),
+});
+
+const StateConfig = z.discriminatedUnion("kind", [
+  z.object({ kind: z.literal("sqlite"), path: z.string().default("state.db") }),
+  z.object({
+    kind: z.literal("postgres"),
+    url: z.string().min(1),
+    /** Tables live in this PostgreSQL schema, so several workspaces can share one database. */
+    schema: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_]*$/)
+      .default("studylake"),
+  }),
+]);
+
+export const Limits = z.object({
+  /** Largest archive accepted, in bytes. */
+  maxArchiveBytes: z
+    .number()
+    .int()
+    .positive()
+    .default(512 * 1024 * 1024),
+  /** Most entries one archive may hold. */
+  maxEntries: z.number().int().positive().default(1000),
+  /** Largest inflated size of one entry, in bytes. */
+  maxEntryBytes: z
+    .number()
+    .int()
+    .positive()
+    .default(256 * 1024 * 1024),
+  /** Largest inflated size of all entries together, in bytes. */
+  maxInflatedBytes: z
+    .number()
+    .int()
+    .positive()
+    .default(1024 * 1024 * 1024),
+  /** Largest inflated/compressed ratio of an entry larger than 1 MiB: a zip bomb's ratio is in the thousands. */
+  maxCompressionRatio: z.number().positive().default(200),
+  /** Validation messages kept per file in a quarantine report. */
+  maxErrorsPerFile: z.number().int().positive().default(10),
+});
+export type Limits = z.infer<typeof Limits>;
+
+export const Config = z.object({
+  /** Folders of the embedded workspace, relative to the config file. */
+  paths: z
+    .object({
+      raw: z.string().default("raw"),
+      json: z.string().default("json"),
+      quarantine: z.string().default("quarantine"),
+    })
+    .default({ raw: "raw", json: "json", quarantine: "quarantine" }),
+  state: StateConfig.default({ kind: "sqlite", path: "state.db" }),
+  /** The archive map (mobile-client-json format) that names a JSON Schema per file. */
+  archiveMap: z.string().default("reference/archive-map.json"),
+  /** Schema `$id` → dataset id. */
+  schemaMapping: z.string().default("reference/schema_mapping.json"),
+  /** Legacy: assessment id → revision → file name → dataset id, for files without a schema. */
+  datasetMapping: z.string().default("reference/dataset_mapping.json"),
+  schemaLocations: z.array(SchemaLocation).default([
+    {
+      urlPrefix: "https://sage-bionetworks.github.io/mobile-client-json/",
+      folder: "reference/mobile-client-json",
+    },
+  ]),
+  /** What happens to a file whose schema URL has no local copy. */
+  missingSchemaPolicy: MissingSchemaPolicy.default("treat-as-unvalidated"),
+  /** The app id used for the archive map's app scope when an upload does not name one. */
+  defaultAppId: z.string().default("mobile-toolbox"),
+  /** The study id given to uploads that do not name one. */
+  defaultStudyId: z.string().optional(),
+  allowedValidationErrors: z.array(AllowedValidationError).default([]),
+  limits: Limits.default(Limits.parse({})),
+  /** fsync raw archives before recording them (derived outputs can always be rebuilt by `reprocess`). */
+  fsyncRaw: z.boolean().default(true),
+});
+export type Config = z.infer<typeof Config>;
+export type StateConfig = z.infer<typeof StateConfig>;
+
+/** A parsed configuration plus the folder its relative paths are resolved against. */
+export interface WorkspaceConfig {
+  root: string;
+  config: Config;
+}
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/** Reads `studylake.config.json` from the workspace folder. */
+export function loadConfig(root: string): WorkspaceConfig {
+  const file = path.join(root, CONFIG_FILE);
+  if (!existsSync(file)) {
+    throw new ConfigError(`no ${CONFIG_FILE} in ${root}: run 'studylake init' there first`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, "utf8"));
+  } catch (err) {
+    throw new ConfigError(`${file} is not valid JSON: ${(err as Error).message}`);
+  }
+  const parsed = Config.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const where = issue?.path.length ? issue.path.join(".") : "(top level)";
+    throw new ConfigError(`${file}: ${where}: ${issue?.message ?? "invalid"}`);
+  }
+  return { root: path.resolve(root), config: parsed.data };
+}

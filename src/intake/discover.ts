@@ -1,0 +1,67 @@
+import { readdir, stat } from "node:fs/promises";
+import path from "node:path";
+
+export const SIDECAR_SUFFIX = ".metadata.json";
+
+export interface ArchiveSource {
+  file: string;
+  /** `<archive>.metadata.json` beside it, when there is one. */
+  sidecar: string | null;
+}
+
+export interface Discovery {
+  sources: ArchiveSource[];
+  /** Paths that could not be used, each with a one-line reason. */
+  problems: Array<{ path: string; message: string }>;
+}
+
+/**
+ * Expands the paths given to `ingest`: a file is an archive; a folder contributes every `*.zip` below it,
+ * in sorted order so that runs are repeatable.
+ */
+export async function discoverArchives(paths: readonly string[]): Promise<Discovery> {
+  const sources: ArchiveSource[] = [];
+  const problems: Discovery["problems"] = [];
+  const seen = new Set<string>();
+  const add = async (file: string) => {
+    const abs = path.resolve(file);
+    if (seen.has(abs)) return;
+    seen.add(abs);
+    const sidecar = `${abs}${SIDECAR_SUFFIX}`;
+    sources.push({ file: abs, sidecar: (await isFile(sidecar)) ? sidecar : null });
+  };
+  for (const p of paths) {
+    let info: Awaited<ReturnType<typeof stat>>;
+    try {
+      info = await stat(p);
+    } catch {
+      problems.push({ path: p, message: `${p}: no such file or folder` });
+      continue;
+    }
+    if (info.isDirectory()) {
+      for (const file of await listZips(p)) await add(file);
+    } else {
+      await add(p);
+    }
+  }
+  return { sources, problems };
+}
+
+async function listZips(dir: string): Promise<string[]> {
+  const found: string[] = [];
+  const entries = await readdir(dir, { withFileTypes: true });
+  for (const entry of entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) found.push(...(await listZips(full)));
+    else if (entry.isFile() && entry.name.toLowerCase().endsWith(".zip")) found.push(full);
+  }
+  return found;
+}
+
+async function isFile(p: string): Promise<boolean> {
+  try {
+    return (await stat(p)).isFile();
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,108 @@
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import SQLite from "better-sqlite3";
+import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql } from "kysely";
+import pg from "pg";
+import type { StateConfig } from "../config/config.js";
+import { migrations } from "./migrations.js";
+
+/** Row shapes of the state tables, as stored. */
+export interface UploadsTable {
+  upload_id: string;
+  record_id: string | null;
+  version: number | null;
+  content_hash: string;
+  raw_key: string;
+  size_bytes: number;
+  source_name: string;
+  metadata: string;
+  status: string;
+  error: string | null;
+  summary: string | null;
+  attempts: number;
+  received_at: string;
+  processed_at: string | null;
+}
+
+export interface UploadFilesTable {
+  upload_id: string;
+  seq: number;
+  path: string;
+  size_bytes: number;
+  schema_url: string | null;
+  schema_source: string | null;
+  schema_missing: number;
+  validation: string;
+  errors: string;
+  dataset_id: string | null;
+  output_key: string | null;
+  note: string | null;
+}
+
+export interface StateDatabase {
+  uploads: UploadsTable;
+  upload_files: UploadFilesTable;
+}
+
+export type Dialect = "sqlite" | "postgres";
+
+export interface OpenDatabase {
+  db: Kysely<StateDatabase>;
+  dialect: Dialect;
+  /** Where the state lives, for messages (never includes a password). */
+  description: string;
+}
+
+const PG_INT8 = 20;
+
+/** Opens the state database named by the configuration and brings its tables up to date. */
+export async function openDatabase(config: StateConfig, root: string): Promise<OpenDatabase> {
+  if (config.kind === "sqlite") {
+    const file = path.resolve(root, config.path);
+    mkdirSync(path.dirname(file), { recursive: true });
+    const database = new SQLite(file);
+    database.pragma("journal_mode = WAL");
+    database.pragma("synchronous = NORMAL");
+    database.pragma("foreign_keys = ON");
+    database.pragma("busy_timeout = 10000");
+    const db = new Kysely<StateDatabase>({ dialect: new SqliteDialect({ database }) });
+    await migrate(db, undefined);
+    return { db, dialect: "sqlite", description: `sqlite:${file}` };
+  }
+  const pool = new pg.Pool({
+    connectionString: config.url,
+    max: 4,
+    // Sizes are bigint columns; every size studylake stores fits a JS number.
+    types: {
+      getTypeParser: ((oid: number, format?: string) =>
+        oid === PG_INT8 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as "text")) as never,
+    },
+  });
+  const root_db = new Kysely<StateDatabase>({ dialect: new PostgresDialect({ pool }) });
+  try {
+    await sql`create schema if not exists ${sql.id(config.schema)}`.execute(root_db);
+  } catch (err) {
+    await root_db.destroy();
+    throw new Error(`cannot reach PostgreSQL state store (${redact(config.url)}): ${(err as Error).message}`);
+  }
+  const db = root_db.withSchema(config.schema);
+  await migrate(db, config.schema);
+  return { db, dialect: "postgres", description: `postgres:${redact(config.url)} schema ${config.schema}` };
+}
+
+async function migrate(db: Kysely<StateDatabase>, schema: string | undefined): Promise<void> {
+  const migrator = new Migrator({
+    db,
+    provider: { getMigrations: async () => migrations },
+    ...(schema ? { migrationTableSchema: schema } : {}),
+  });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error) {
+    const failed = results?.find((r) => r.status === "Error");
+    throw new Error(`state store migration ${failed?.migrationName ?? ""} failed: ${(error as Error).message}`);
+  }
+}
+
+function redact(url: string): string {
+  return url.replace(/\/\/([^:/@]+):[^@]*@/, "//$1:***@");
+}

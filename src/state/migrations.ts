@@ -1,0 +1,49 @@
+import type { Kysely, Migration } from "kysely";
+
+/**
+ * Schema changes of the state store, in order. Each runs once per database (Kysely's migrator keeps the list).
+ * Column types are chosen to mean the same on SQLite and PostgreSQL: times are ISO-8601 text, JSON is text.
+ */
+export const migrations: Record<string, Migration> = {
+  "0001_uploads": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable("uploads")
+        .addColumn("upload_id", "text", (c) => c.primaryKey())
+        .addColumn("record_id", "text")
+        .addColumn("version", "integer")
+        .addColumn("content_hash", "text", (c) => c.notNull())
+        .addColumn("raw_key", "text", (c) => c.notNull())
+        .addColumn("size_bytes", "bigint", (c) => c.notNull())
+        .addColumn("source_name", "text", (c) => c.notNull())
+        .addColumn("metadata", "text", (c) => c.notNull())
+        .addColumn("status", "text", (c) => c.notNull())
+        .addColumn("error", "text")
+        .addColumn("summary", "text")
+        .addColumn("attempts", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("received_at", "text", (c) => c.notNull())
+        .addColumn("processed_at", "text")
+        .addUniqueConstraint("uploads_record_version", ["record_id", "version"])
+        .execute();
+      await db.schema.createIndex("uploads_record_hash").on("uploads").columns(["record_id", "content_hash"]).execute();
+      await db.schema.createIndex("uploads_status").on("uploads").column("status").execute();
+
+      await db.schema
+        .createTable("upload_files")
+        .addColumn("upload_id", "text", (c) => c.notNull().references("uploads.upload_id").onDelete("cascade"))
+        .addColumn("seq", "integer", (c) => c.notNull())
+        .addColumn("path", "text", (c) => c.notNull())
+        .addColumn("size_bytes", "bigint", (c) => c.notNull())
+        .addColumn("schema_url", "text")
+        .addColumn("schema_source", "text")
+        .addColumn("schema_missing", "integer", (c) => c.notNull())
+        .addColumn("validation", "text", (c) => c.notNull())
+        .addColumn("errors", "text", (c) => c.notNull())
+        .addColumn("dataset_id", "text")
+        .addColumn("output_key", "text")
+        .addColumn("note", "text")
+        .addPrimaryKeyConstraint("upload_files_pk", ["upload_id", "seq"])
+        .execute();
+    },
+  },
+};

@@ -1,0 +1,116 @@
+import { randomBytes } from "node:crypto";
+import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import path from "node:path";
+
+export interface PutOptions {
+  /** Flush to disk before the object becomes visible (survives power loss, not only a crash). */
+  durable?: boolean;
+}
+
+/**
+ * Where studylake keeps files: raw archives, JSON datasets, quarantine reports.
+ * Keys are `/`-separated relative paths. A put is atomic: readers see the old object or the new one, never a part.
+ */
+export interface ObjectStore {
+  readonly location: string;
+  put(key: string, data: Uint8Array | string, options?: PutOptions): Promise<void>;
+  get(key: string): Promise<Buffer>;
+  exists(key: string): Promise<boolean>;
+  delete(key: string): Promise<void>;
+  /** Every key under a prefix, sorted. */
+  list(prefix?: string): Promise<string[]>;
+}
+
+export class InvalidKeyError extends Error {
+  override name = "InvalidKeyError";
+}
+
+/** Rejects keys that would leave the store's folder or name something odd on disk. */
+export function checkKey(key: string): string {
+  if (key.length === 0 || key.startsWith("/") || key.includes("\\") || key.includes("\0")) {
+    throw new InvalidKeyError(`invalid object key '${key}'`);
+  }
+  for (const part of key.split("/")) {
+    if (part === "" || part === "." || part === "..") {
+      throw new InvalidKeyError(`invalid object key '${key}'`);
+    }
+  }
+  return key;
+}
+
+const TEMP_SUFFIX = ".tmp-";
+
+/** An object store on a local folder; writes go to a temporary file that is renamed into place. */
+export class LocalObjectStore implements ObjectStore {
+  constructor(readonly location: string) {}
+
+  private file(key: string): string {
+    return path.join(this.location, ...checkKey(key).split("/"));
+  }
+
+  async put(key: string, data: Uint8Array | string, options: PutOptions = {}): Promise<void> {
+    const target = this.file(key);
+    await mkdir(path.dirname(target), { recursive: true });
+    const temp = `${target}${TEMP_SUFFIX}${randomBytes(6).toString("hex")}`;
+    const handle = await open(temp, "w");
+    try {
+      await handle.writeFile(data);
+      if (options.durable) await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    try {
+      await rename(temp, target);
+    } catch (err) {
+      await rm(temp, { force: true });
+      throw err;
+    }
+    if (options.durable) await syncDir(path.dirname(target));
+  }
+
+  get(key: string): Promise<Buffer> {
+    return readFile(this.file(key));
+  }
+
+  async exists(key: string): Promise<boolean> {
+    try {
+      return (await stat(this.file(key))).isFile();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+      throw err;
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    await rm(this.file(key), { force: true });
+  }
+
+  async list(prefix = ""): Promise<string[]> {
+    const keys: string[] = [];
+    const walk = async (dir: string, rel: string): Promise<void> => {
+      let entries: import("node:fs").Dirent[];
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+        throw err;
+      }
+      for (const entry of entries) {
+        const key = rel ? `${rel}/${entry.name}` : entry.name;
+        if (entry.isDirectory()) await walk(path.join(dir, entry.name), key);
+        else if (entry.isFile() && !entry.name.includes(TEMP_SUFFIX) && key.startsWith(prefix)) keys.push(key);
+      }
+    };
+    await walk(this.location, "");
+    return keys.sort();
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
