@@ -1,4 +1,4 @@
-import { parse, stringify } from "lossless-json";
+import { isLosslessNumber, parse, stringify } from "lossless-json";
 
 export interface DateParts {
   year: number;
@@ -76,5 +76,5 @@ export function datasetLine(text: string, ctx: LineContext): string {
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
+  return typeof value === "object" && value !== null && !Array.isArray(value) && !isLosslessNumber(value);
 }

@@ -105,18 +105,24 @@ function readEntries(zip: yauzl.ZipFile, limits: Limits): Promise<ArchiveEntry[]
         fail(err);
         return;
       }
-      zip.openReadStream(entry, { decompress: false }, (err, stream) => {
-        if (err || !stream) {
-          fail(err ?? new Error("cannot open entry"));
-          return;
-        }
-        collect(stream)
-          .then((compressed) => {
-            entries.push({ path: entry.fileName, data: inflate(entry, compressed) });
-            zip.readEntry();
-          })
-          .catch(fail);
-      });
+      // Raw bytes (inflated here, with a cap) for deflated entries; yauzl accepts the option only for those.
+      const options = entry.compressionMethod === DEFLATED ? { decompress: false } : {};
+      try {
+        zip.openReadStream(entry, options, (err, stream) => {
+          if (err || !stream) {
+            fail(err ?? new Error("cannot open entry"));
+            return;
+          }
+          collect(stream)
+            .then((compressed) => {
+              entries.push({ path: entry.fileName, data: inflate(entry, compressed) });
+              zip.readEntry();
+            })
+            .catch(fail);
+        });
+      } catch (err) {
+        fail(err);
+      }
     });
     zip.readEntry();
   });

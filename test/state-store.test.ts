@@ -1,0 +1,164 @@
+import { rm } from "node:fs/promises";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { StateConfig } from "../src/config/config.js";
+import type { UploadFile } from "../src/state/models.js";
+import { StateStore } from "../src/state/store.js";
+import { dropSchema, POSTGRES_URL, postgresAvailable, tempDir, uniqueSchema } from "./support/workspace.js";
+
+const pgReady = await postgresAvailable();
+
+function file(seq: number, overrides: Partial<UploadFile> = {}): UploadFile {
+  return {
+    seq,
+    path: `f${seq}.json`,
+    sizeBytes: 100 + seq,
+    schemaUrl: null,
+    schemaSource: null,
+    schemaMissing: false,
+    validation: "unvalidated",
+    errors: [],
+    datasetId: null,
+    outputKey: null,
+    note: null,
+    ...overrides,
+  };
+}
+
+/** One suite, run against every state store implementation. */
+function stateStoreSuite(
+  name: string,
+  setup: () => Promise<{ config: StateConfig; root: string; teardown(): Promise<void> }>,
+) {
+  describe(`state store: ${name}`, () => {
+    let store: StateStore;
+    let env: Awaited<ReturnType<typeof setup>>;
+
+    beforeAll(async () => {
+      env = await setup();
+      store = await StateStore.open(env.config, env.root);
+    });
+    afterAll(async () => {
+      await store?.close();
+      await env?.teardown();
+    });
+
+    const base = {
+      contentHash: "a".repeat(64),
+      rawKey: "sha256/aa/x.zip",
+      sizeBytes: 5_000_000_000,
+      sourceName: "x.zip",
+      metadata: { recordid: "r1", healthcode: "p1" },
+      status: "received" as const,
+    };
+
+    it("numbers versions of a record from 1 and keeps big sizes exact", async () => {
+      const v1 = await store.recordUpload({ ...base, recordId: "r1" });
+      const v2 = await store.recordUpload({ ...base, recordId: "r1", contentHash: "b".repeat(64) });
+      const other = await store.recordUpload({ ...base, recordId: "r2" });
+      expect([v1.version, v2.version, other.version]).toEqual([1, 2, 1]);
+      const read = await store.getUpload(v1.uploadId);
+      expect(read?.sizeBytes).toBe(5_000_000_000);
+      expect(read?.metadata).toEqual(base.metadata);
+      expect(read?.status).toBe("received");
+    });
+
+    it("finds an upload by record id and content hash, and by hash alone when the record id is unknown", async () => {
+      const found = await store.findUpload("r1", "b".repeat(64));
+      expect(found?.version).toBe(2);
+      expect(await store.findUpload("r1", "c".repeat(64))).toBeUndefined();
+      const anonymous = await store.recordUpload({
+        ...base,
+        recordId: null,
+        contentHash: "d".repeat(64),
+        status: "rejected",
+        error: "bad",
+      });
+      expect(anonymous.version).toBeNull();
+      expect((await store.findUpload(null, "d".repeat(64)))?.uploadId).toBe(anonymous.uploadId);
+      expect(await store.findUpload("r1", "d".repeat(64))).toBeUndefined();
+    });
+
+    it("stores an outcome and its files in one step, replacing earlier files", async () => {
+      const upload = await store.recordUpload({ ...base, recordId: "r3" });
+      await store.markAttempt(upload.uploadId);
+      const files = [
+        file(0, {
+          validation: "valid",
+          schemaUrl: "https://x/s.json",
+          schemaSource: "app",
+          datasetId: "D_v1",
+          outputKey: "dataset=D_v1/k",
+        }),
+        file(1, { validation: "invalid", errors: [{ pointer: "/0/x", message: "must be number" }] }),
+        file(2, { schemaMissing: true, note: "no local copy" }),
+      ];
+      const summary = {
+        files: 3,
+        valid: 1,
+        invalid: 1,
+        unvalidated: 1,
+        skipped: 1,
+        written: 0,
+        missingSchemaUrls: ["u"],
+        warnings: ["w"],
+      };
+      await store.finishUpload(upload.uploadId, { status: "quarantined", error: "1 file failed", summary, files });
+      expect(await store.getFiles(upload.uploadId)).toEqual(files);
+      const read = await store.getUpload(upload.uploadId);
+      expect(read).toMatchObject({ status: "quarantined", error: "1 file failed", summary, attempts: 1 });
+      expect(read?.processedAt).not.toBeNull();
+
+      await store.markAttempt(upload.uploadId);
+      await store.finishUpload(upload.uploadId, { status: "valid", error: null, summary, files: [file(0)] });
+      expect(await store.getFiles(upload.uploadId)).toEqual([file(0)]);
+      expect(await store.getUpload(upload.uploadId)).toMatchObject({ status: "valid", error: null, attempts: 2 });
+    });
+
+    it("lists and counts uploads by status", async () => {
+      const [r1v1] = await store.uploadsOfRecord("r1");
+      await store.setStatus(r1v1!.uploadId, "superseded");
+      const counts = await store.countByStatus();
+      expect(counts).toEqual({ received: 2, valid: 1, quarantined: 0, rejected: 1, superseded: 1 });
+      const received = await store.listUploads({ statuses: ["received"] });
+      expect(received.map((u) => `${u.recordId}@${u.version}`).sort()).toEqual(["r1@2", "r2@1"]);
+      expect(await store.listUploads({ recordId: "r1", limit: 1 })).toHaveLength(1);
+      expect((await store.uploadsOfRecord("r1")).map((u) => u.version)).toEqual([1, 2]);
+    });
+
+    it("hands out distinct versions to concurrent writers", async () => {
+      const uploads = await Promise.all(
+        Array.from({ length: 8 }, (_, i) =>
+          store.recordUpload({ ...base, recordId: "busy", contentHash: String(i).repeat(64) }),
+        ),
+      );
+      expect(uploads.map((u) => u.version).sort((a, b) => (a ?? 0) - (b ?? 0))).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    });
+
+    it("keeps its tables across reopening (migrations run once)", async () => {
+      await store.close();
+      store = await StateStore.open(env.config, env.root);
+      expect((await store.uploadsOfRecord("busy")).length).toBe(8);
+    });
+  });
+}
+
+stateStoreSuite("SQLite", async () => {
+  const root = await tempDir();
+  return {
+    root,
+    config: { kind: "sqlite", path: path.join("state", "state.db") },
+    teardown: () => rm(root, { recursive: true, force: true }),
+  };
+});
+
+describe.skipIf(!pgReady)("PostgreSQL", () => {
+  stateStoreSuite("PostgreSQL", async () => {
+    const schema = uniqueSchema();
+    return {
+      root: process.cwd(),
+      config: { kind: "postgres", url: POSTGRES_URL, schema },
+      teardown: () => dropSchema(schema),
+    };
+  });
+});
