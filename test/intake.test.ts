@@ -42,7 +42,10 @@ describe("ingesting the real fixture upload", () => {
     const [upload] = await t.ws.state.uploadsOfRecord(FIXTURE_RECORD);
     const files = await t.ws.state.getFiles(upload!.uploadId);
     const outcome = Object.fromEntries(
-      files.map((f) => [f.path, [f.schemaSource, f.schemaUrl, f.validation, f.errors.length, f.datasetId, f.schemaMissing]]),
+      files.map((f) => [
+        f.path,
+        [f.schemaSource, f.schemaUrl, f.validation, f.errors.length, f.datasetId, f.schemaMissing],
+      ]),
     );
     expect(outcome).toEqual({
       "info.json": [null, null, "unvalidated", 0, null, false],
@@ -56,10 +59,20 @@ describe("ingesting the real fixture upload", () => {
       "weather.json": ["app", `${V2}WeatherResult.json`, "valid", 0, "WeatherResult_v1", false],
     });
     for (const skipped of ["info.json", "taskData", "taskData.json", "taskResult.json"]) {
-      expect(files.find((f) => f.path === skipped)?.note).toMatch(`no dataset for spelling revision 5 file ${skipped}: skipped`);
+      expect(files.find((f) => f.path === skipped)?.note).toMatch(
+        `no dataset for spelling revision 5 file ${skipped}: skipped`,
+      );
     }
     expect(files.find((f) => f.path === "microphone.json")?.note).toMatch(/replaced by microphone_levels\.json/);
-    expect(upload!.summary).toMatchObject({ files: 9, valid: 5, unvalidated: 4, skipped: 4, written: 4, invalid: 0, missingSchemaUrls: [TASKDATA_URL] });
+    expect(upload!.summary).toMatchObject({
+      files: 9,
+      valid: 5,
+      unvalidated: 4,
+      skipped: 4,
+      written: 4,
+      invalid: 0,
+      missingSchemaUrls: [TASKDATA_URL],
+    });
     expect(report.warnings).toHaveLength(4);
 
     // The datasets, document by document.
@@ -84,7 +97,9 @@ describe("ingesting the real fixture upload", () => {
     // Number literals keep their text: a float stays a float, long digits stay as sent.
     expect(motion.text).toContain('"uptime":557787.23260183306');
     expect((await read("AudioLevelRecord_v1")).text).toContain('"timestamp":0.0,"uptime":1.647799492759E9');
-    expect((await read("AudioLevelRecord_v1")).doc).toEqual(original("microphone_levels.json").map((m: object) => ({ ...m, ...added })));
+    expect((await read("AudioLevelRecord_v1")).doc).toEqual(
+      original("microphone_levels.json").map((m: object) => ({ ...m, ...added })),
+    );
     expect((await read("WeatherResult_v1")).doc).toEqual({ ...original("weather.json"), ...added });
     expect((await read("ArchiveMetadata_v1")).doc).toEqual({
       ...original("metadata.json"),
@@ -121,9 +136,16 @@ describe("ingesting the real fixture upload", () => {
     expect(await t.ws.json.list()).toEqual([]);
     const [upload] = await t.ws.state.uploadsOfRecord(FIXTURE_RECORD);
     const files = await t.ws.state.getFiles(upload!.uploadId);
-    expect(files.find((f) => f.path === "taskData.json")).toMatchObject({ validation: "schema-missing", schemaMissing: true });
+    expect(files.find((f) => f.path === "taskData.json")).toMatchObject({
+      validation: "schema-missing",
+      schemaMissing: true,
+    });
     const quarantineReport = JSON.parse((await t.ws.quarantine.get(reportKey(upload!))).toString());
-    expect(quarantineReport).toMatchObject({ recordId: FIXTURE_RECORD, status: "quarantined", missingSchemaUrls: [TASKDATA_URL] });
+    expect(quarantineReport).toMatchObject({
+      recordId: FIXTURE_RECORD,
+      status: "quarantined",
+      missingSchemaUrls: [TASKDATA_URL],
+    });
     expect(Object.keys(quarantineReport.errors)).toEqual(["taskData.json"]);
 
     // Add a local copy of the missing schema (its $id is the one the schema mapping knows), then reprocess.
@@ -131,10 +153,18 @@ describe("ingesting the real fixture upload", () => {
     await mkdir(path.join(extra, "OldCombinedSchema"), { recursive: true });
     await writeFile(
       path.join(extra, "OldCombinedSchema", "taskData_combinedSchema.json"),
-      JSON.stringify({ $id: "sharedSchema", $schema: "http://json-schema.org/draft-07/schema#", type: "object", required: ["consideredSteps"] }),
+      JSON.stringify({
+        $id: "sharedSchema",
+        $schema: "http://json-schema.org/draft-07/schema#",
+        type: "object",
+        required: ["consideredSteps"],
+      }),
     );
     const config = fixtureConfig({ missingSchemaPolicy: "quarantine" }) as { schemaLocations: object[] };
-    config.schemaLocations.push({ urlPrefix: "https://raw.githubusercontent.com/MobileToolbox/MobileToolboxSchemas/0.9.8/", folder: extra });
+    config.schemaLocations.push({
+      urlPrefix: "https://raw.githubusercontent.com/MobileToolbox/MobileToolboxSchemas/0.9.8/",
+      folder: extra,
+    });
     await writeFile(path.join(t.root, CONFIG_FILE), JSON.stringify(config));
     const ws = await t.reopen();
 
@@ -142,9 +172,22 @@ describe("ingesting the real fixture upload", () => {
     expect(rerun.moves).toEqual({ "quarantined→valid": 1 });
     expect(await ws.quarantine.list()).toEqual([]);
     const after = await ws.state.getFiles(upload!.uploadId);
-    expect(after.find((f) => f.path === "taskData.json")).toMatchObject({ validation: "valid", datasetId: "sharedSchema_v1", schemaMissing: false });
-    const taskData = JSON.parse((await ws.json.get(`dataset=sharedSchema_v1/${PARTITION}/${FIXTURE_RECORD}.ndjson`)).toString());
-    expect(taskData).toEqual({ ...original("taskData.json"), assessmentid: "spelling", year: 2022, month: 2, day: 15, recordid: FIXTURE_RECORD });
+    expect(after.find((f) => f.path === "taskData.json")).toMatchObject({
+      validation: "valid",
+      datasetId: "sharedSchema_v1",
+      schemaMissing: false,
+    });
+    const taskData = JSON.parse(
+      (await ws.json.get(`dataset=sharedSchema_v1/${PARTITION}/${FIXTURE_RECORD}.ndjson`)).toString(),
+    );
+    expect(taskData).toEqual({
+      ...original("taskData.json"),
+      assessmentid: "spelling",
+      year: 2022,
+      month: 2,
+      day: 15,
+      recordid: FIXTURE_RECORD,
+    });
     expect((await ws.json.list()).length).toBe(5);
     expect((await ws.state.getUpload(upload!.uploadId))?.attempts).toBe(2);
   });
@@ -174,10 +217,14 @@ describe("ingesting the real fixture upload", () => {
     const dir = await tempDir();
     await writeFile(path.join(dir, bad.fileName), bad.zip);
     await writeFile(path.join(dir, `${bad.fileName}.metadata.json`), JSON.stringify(bad.metadata));
-    t = await makeWorkspace({ allowedValidationErrors: [{ file: "motion.json", message, clientInfoContains: "Android" }] });
+    t = await makeWorkspace({
+      allowedValidationErrors: [{ file: "motion.json", message, clientInfoContains: "Android" }],
+    });
     expect((await new Intake(t.ws).ingest([dir])).statuses.quarantined).toBe(1);
     await t.cleanup();
-    t = await makeWorkspace({ allowedValidationErrors: [{ file: "motion.json", message, clientInfoContains: "iPhone" }] });
+    t = await makeWorkspace({
+      allowedValidationErrors: [{ file: "motion.json", message, clientInfoContains: "iPhone" }],
+    });
     expect((await new Intake(t.ws).ingest([dir])).statuses.valid).toBe(1);
   });
 
@@ -198,7 +245,10 @@ describe("ingesting the real fixture upload", () => {
     const second = await synthUpload("valid", 2);
     const entries = await readArchive(Buffer.from(second.zip), Limits.parse({}));
     const file2 = path.join(dir, "second.zip");
-    await writeFile(file2, zipSync(Object.fromEntries(entries.filter((e) => e.path !== "weather.json").map((e) => [e.path, e.data]))));
+    await writeFile(
+      file2,
+      zipSync(Object.fromEntries(entries.filter((e) => e.path !== "weather.json").map((e) => [e.path, e.data]))),
+    );
     await writeFile(`${file2}.metadata.json`, JSON.stringify(meta));
     const report = await intake.ingest([file2]);
     expect(report.items[0]).toMatchObject({ action: "new-version", version: 2, status: "valid" });
@@ -226,14 +276,24 @@ describe("ingesting the real fixture upload", () => {
     const file = path.join(dir, "Rec1-spelling.zip");
     await writeFile(file, readFileSync(FIXTURE_ARCHIVE));
     const intake = new Intake(t.ws);
-    const missing = await intake.ingest([file], { metadata: { assessmentrevision: "5", uploadedon: "2023-01-02T03:04:05Z" } });
-    expect(missing.items[0]).toMatchObject({ recordId: "Rec1", status: "rejected", message: "metadata: missing required field 'healthcode'" });
+    const missing = await intake.ingest([file], {
+      metadata: { assessmentrevision: "5", uploadedon: "2023-01-02T03:04:05Z" },
+    });
+    expect(missing.items[0]).toMatchObject({
+      recordId: "Rec1",
+      status: "rejected",
+      message: "metadata: missing required field 'healthcode'",
+    });
     expect(await t.ws.quarantine.exists("Rec1/v1.json")).toBe(true);
 
     // Corrected metadata: the same bytes are tried again as the next version.
-    const fixed = await intake.ingest([file], { metadata: { assessmentrevision: "5", uploadedon: "2023-01-02T03:04:05Z", healthcode: "p" } });
+    const fixed = await intake.ingest([file], {
+      metadata: { assessmentrevision: "5", uploadedon: "2023-01-02T03:04:05Z", healthcode: "p" },
+    });
     expect(fixed.items[0]).toMatchObject({ recordId: "Rec1", version: 2, status: "valid" });
-    expect(await t.ws.json.exists(`dataset=MotionRecord_v1/assessmentid=spelling/year=2023/month=1/day=2/Rec1.ndjson`)).toBe(true);
+    expect(
+      await t.ws.json.exists(`dataset=MotionRecord_v1/assessmentid=spelling/year=2023/month=1/day=2/Rec1.ndjson`),
+    ).toBe(true);
     expect((await t.ws.state.uploadsOfRecord("Rec1")).map((u) => u.status)).toEqual(["superseded", "valid"]);
     expect(await t.ws.quarantine.exists("Rec1/v1.json")).toBe(false);
   });

@@ -214,16 +214,26 @@ function positiveInt(value: string, flag: string): number {
   return n;
 }
 
+/** Lines listing problem uploads in text mode; the rest are in `studylake status` and `--json`. */
+const MAX_PROBLEM_LINES = 25;
+
 function printIngestReport(report: IngestReport): void {
-  for (const item of report.items) {
-    if (item.status === "valid" && item.action !== "failed") continue;
+  const problems = report.items.filter((item) => item.status !== "valid" || item.action === "failed");
+  for (const item of problems.slice(0, MAX_PROBLEM_LINES)) {
     const who = item.recordId ? `${item.recordId}${item.version ? ` v${item.version}` : ""}` : item.source;
     console.log(`${item.action === "failed" ? "error" : item.status}: ${who}: ${item.message ?? item.action}`);
   }
+  if (problems.length > MAX_PROBLEM_LINES) {
+    console.log(`… and ${problems.length - MAX_PROBLEM_LINES} more (studylake status, or --json)`);
+  }
   if (report.warnings.length > 0) {
-    console.log(`${report.warnings.length} warning${report.warnings.length === 1 ? "" : "s"} (files skipped):`);
-    for (const w of report.warnings.slice(0, 10)) console.log(`  ${w}`);
-    if (report.warnings.length > 10) console.log(`  … ${report.warnings.length - 10} more (see --json)`);
+    // The same file is usually skipped for the same reason in every upload: say so once, with a count.
+    const byReason = new Map<string, number>();
+    for (const w of report.warnings) byReason.set(w.message, (byReason.get(w.message) ?? 0) + 1);
+    console.log(`Files skipped (${report.warnings.length}; each upload is listed with --json):`);
+    for (const [message, n] of [...byReason].sort((x, y) => y[1] - x[1])) {
+      console.log(`  ${message} (${n} upload${n === 1 ? "" : "s"})`);
+    }
   }
   const a = report.actions;
   const s = report.statuses;

@@ -94,6 +94,8 @@ export const Config = z.object({
   defaultStudyId: z.string().optional(),
   allowedValidationErrors: z.array(AllowedValidationError).default([]),
   limits: Limits.default(Limits.parse({})),
+  /** Archives processed at once by one process: overlapping their file I/O matters far more than CPU. */
+  concurrency: z.number().int().min(1).max(256).default(8),
   /** fsync raw archives before recording them (derived outputs can always be rebuilt by `reprocess`). */
   fsyncRaw: z.boolean().default(true),
 });

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
+import pLimit from "p-limit";
 import { z } from "zod";
 import type { Upload, UploadFile, UploadStatus } from "../state/models.js";
 import { SafeId } from "../storage/safe-id.js";
@@ -8,6 +9,7 @@ import { evaluateRecord } from "../validate/evaluate-record.js";
 import type { Workspace } from "../workspace/workspace.js";
 import { ArchiveError, readArchive } from "./archive.js";
 import { type ArchiveSource, discoverArchives } from "./discover.js";
+import { KeyedLock } from "./keyed-lock.js";
 import { MetadataError, mergeMetadata, metadataFromFileName, parseMetadata } from "./metadata.js";
 
 /** What ingesting one archive did. */
@@ -41,7 +43,8 @@ export interface IngestReport {
   actions: Record<IngestAction, number>;
   statuses: Record<UploadStatus, number>;
   filesWritten: number;
-  warnings: string[];
+  /** Files skipped or not written, per upload (for example a file no dataset mapping names). */
+  warnings: Array<{ upload: string; message: string }>;
 }
 
 export interface IngestOptions {
@@ -61,6 +64,21 @@ export interface ReprocessReport extends IngestReport {
   moves: Record<string, number>;
 }
 
+/** An archive read from disk, with what ingest worked out about it before touching the state store. */
+interface Arrival {
+  bytes: Buffer;
+  recordId: string | null;
+  contentHash: string;
+  rawKey: string;
+  metadata: Record<string, string>;
+}
+
+interface IngestOneResult {
+  item: IngestItem;
+  written: number;
+  warnings: string[];
+}
+
 interface ProcessResult {
   status: UploadStatus;
   message: string | null;
@@ -74,6 +92,8 @@ interface ProcessResult {
  * rewrites the same keys, so nothing is lost or duplicated.
  */
 export class Intake {
+  private readonly records = new KeyedLock();
+
   constructor(private readonly ws: Workspace) {}
 
   async ingest(paths: readonly string[], options: IngestOptions = {}): Promise<IngestReport> {
@@ -82,12 +102,20 @@ export class Intake {
     for (const problem of problems) {
       record(report, failedItem(problem.path, problem.message), { written: 0, warnings: [] });
     }
+    // Archives are processed several at a time (file I/O dominates); the report keeps the order they were given in.
+    const limit = pLimit(this.ws.config.concurrency);
+    const results = new Array<IngestOneResult>(sources.length);
     let done = 0;
-    for (const source of sources) {
-      const { item, written, warnings } = await this.ingestOne(source, options.metadata ?? {});
-      record(report, item, { written, warnings });
-      options.onProgress?.(++done, sources.length, item);
-    }
+    await Promise.all(
+      sources.map((source, i) =>
+        limit(async () => {
+          const result = await this.ingestOne(source, options.metadata ?? {});
+          results[i] = result;
+          options.onProgress?.(++done, sources.length, result.item);
+        }),
+      ),
+    );
+    for (const { item, written, warnings } of results) record(report, item, { written, warnings });
     return report;
   }
 
@@ -99,39 +127,45 @@ export class Intake {
       ...(options.recordId !== undefined ? { recordId: options.recordId } : {}),
     });
     const report: ReprocessReport = { ...emptyReport(), moves: {} };
+    const limit = pLimit(this.ws.config.concurrency);
+    const results = new Array<{ item: IngestItem; result: ProcessResult }>(uploads.length);
     let done = 0;
-    for (const upload of uploads) {
-      let item: IngestItem;
-      let result: ProcessResult = { status: upload.status, message: null, written: 0, warnings: [] };
-      try {
-        result = await this.process(upload);
-        item = itemFor(upload.sourceName, "resumed", upload, result);
-        const move = `${upload.status}→${result.status}`;
-        report.moves[move] = (report.moves[move] ?? 0) + 1;
-      } catch (err) {
-        item = { ...itemFor(upload.sourceName, "failed", upload, result), message: (err as Error).message };
-      }
+    await Promise.all(
+      uploads.map((upload, i) =>
+        limit(async () => {
+          let result: ProcessResult = { status: upload.status, message: null, written: 0, warnings: [] };
+          let item: IngestItem;
+          try {
+            result = await this.records.run(upload.recordId ?? upload.contentHash, () => this.process(upload));
+            item = itemFor(upload.sourceName, "resumed", upload, result);
+          } catch (err) {
+            item = { ...itemFor(upload.sourceName, "failed", upload, result), message: (err as Error).message };
+          }
+          results[i] = { item, result };
+          options.onProgress?.(++done, uploads.length, item);
+        }),
+      ),
+    );
+    for (const [i, { item, result }] of results.entries()) {
       record(report, item, result);
-      options.onProgress?.(++done, uploads.length, item);
+      const before = uploads[i]?.status;
+      if (item.action !== "failed")
+        report.moves[`${before}→${result.status}`] = (report.moves[`${before}→${result.status}`] ?? 0) + 1;
     }
     return report;
   }
 
-  private async ingestOne(
-    source: ArchiveSource,
-    flags: Record<string, string>,
-  ): Promise<{ item: IngestItem; written: number; warnings: string[] }> {
+  private async ingestOne(source: ArchiveSource, flags: Record<string, string>): Promise<IngestOneResult> {
     const name = path.basename(source.file);
-    const none = { written: 0, warnings: [] };
     let bytes: Buffer;
     let sidecar: Record<string, unknown> | undefined;
     try {
       bytes = await readFile(source.file);
       if (source.sidecar) sidecar = await readSidecar(source.sidecar);
     } catch (err) {
-      return { item: failedItem(source.file, (err as Error).message), ...none };
+      return { item: failedItem(source.file, (err as Error).message), written: 0, warnings: [] };
     }
-    const { config, state, raw } = this.ws;
+    const { config, raw } = this.ws;
     const metadata = mergeMetadata(
       metadataFromFileName(name),
       { appid: config.defaultAppId, studyid: config.defaultStudyId },
@@ -140,46 +174,59 @@ export class Intake {
     );
     const contentHash = createHash("sha256").update(bytes).digest("hex");
     const recordId = SafeId.safeParse(metadata.recordid).success ? (metadata.recordid as string) : null;
+    const rawKey = `sha256/${contentHash.slice(0, 2)}/${contentHash}.zip`;
     try {
-      const rawKey = `sha256/${contentHash.slice(0, 2)}/${contentHash}.zip`;
       if (!(await raw.exists(rawKey))) await raw.put(rawKey, bytes, { durable: config.fsyncRaw });
-
-      const existing = await state.findUpload(recordId, contentHash);
-      const metadataChanged = existing !== undefined && JSON.stringify(existing.metadata) !== JSON.stringify(metadata);
-      if (existing && existing.status === "received") {
-        const result = await this.process(existing, bytes);
-        return { item: itemFor(source.file, "resumed", existing, result), ...result };
-      }
-      // A rejected upload whose metadata has since been corrected is tried again as a new version.
-      if (existing && !(existing.status === "rejected" && metadataChanged)) {
-        const message = existing.status === "valid" ? null : existing.error;
-        return {
-          item: { ...itemFor(source.file, "unchanged", existing, { status: existing.status, message }) },
-          ...none,
-        };
-      }
-      const earlier = recordId === null ? [] : await state.uploadsOfRecord(recordId);
-      const upload = await state.recordUpload({
-        recordId,
-        contentHash,
-        rawKey,
-        sizeBytes: bytes.length,
-        sourceName: name,
-        metadata,
-        status: "received",
-      });
-      const result = await this.process(upload, bytes);
-      return { item: itemFor(source.file, earlier.length > 0 ? "new-version" : "ingested", upload, result), ...result };
+      const arrival = { bytes, recordId, contentHash, rawKey, metadata };
+      return await this.records.run(recordId ?? contentHash, () => this.recordAndProcess(source, arrival));
     } catch (err) {
-      return { item: { ...failedItem(source.file, (err as Error).message), recordId }, ...none };
+      return { item: { ...failedItem(source.file, (err as Error).message), recordId }, written: 0, warnings: [] };
     }
   }
 
+  /** Under the record's lock: decides whether this archive is new, a new version, a resumption or a repeat. */
+  private async recordAndProcess(source: ArchiveSource, arrival: Arrival): Promise<IngestOneResult> {
+    const { state } = this.ws;
+    const existing = await state.findUpload(arrival.recordId, arrival.contentHash);
+    if (existing?.status === "received") {
+      const result = await this.process(existing, arrival.bytes);
+      return { item: itemFor(source.file, "resumed", existing, result), ...result };
+    }
+    // A rejected upload whose metadata has since been corrected is tried again as a new version.
+    const metadataChanged = existing && JSON.stringify(existing.metadata) !== JSON.stringify(arrival.metadata);
+    if (existing && !(existing.status === "rejected" && metadataChanged)) {
+      const message = existing.status === "valid" ? null : existing.error;
+      return {
+        item: itemFor(source.file, "unchanged", existing, { status: existing.status, message }),
+        written: 0,
+        warnings: [],
+      };
+    }
+    const upload = await state.recordUpload({
+      recordId: arrival.recordId,
+      contentHash: arrival.contentHash,
+      rawKey: arrival.rawKey,
+      sizeBytes: arrival.bytes.length,
+      sourceName: path.basename(source.file),
+      metadata: arrival.metadata,
+      status: "received",
+      attempts: 1,
+    });
+    const result = await this.process(upload, arrival.bytes, { attemptCounted: true });
+    const action = (upload.version ?? 1) > 1 ? "new-version" : "ingested";
+    return { item: itemFor(source.file, action, upload, result), ...result };
+  }
+
   /** Reads, resolves, validates and buckets one recorded upload, and stores the outcome. */
-  private async process(upload: Upload, bytes?: Buffer): Promise<ProcessResult> {
+  private async process(
+    upload: Upload,
+    bytes?: Buffer,
+    options: { attemptCounted?: boolean } = {},
+  ): Promise<ProcessResult> {
     const { state, quarantine } = this.ws;
-    const reprocessing = upload.attempts > 0;
-    await state.markAttempt(upload.uploadId);
+    // Attempts are counted before the work, so an archive that crashes the process shows how often it did.
+    const reprocessing = upload.attempts > (options.attemptCounted ? 1 : 0);
+    if (!options.attemptCounted) await state.markAttempt(upload.uploadId);
     const data = bytes ?? (await this.ws.raw.get(upload.rawKey));
     try {
       const metadata = parseMetadata(upload.metadata);
@@ -198,7 +245,7 @@ export class Intake {
         await state.finishUpload(upload.uploadId, { status: "superseded", error: message, summary, files });
         return { status: "superseded", message, written: 0, warnings: summary.warnings };
       }
-      for (const [key, line] of evaluation.outputs) await this.ws.json.put(key, `${line}\n`);
+      await Promise.all([...evaluation.outputs].map(([key, line]) => this.ws.json.put(key, `${line}\n`)));
       for (const older of versions) {
         if ((older.version ?? 0) >= (upload.version ?? 0) || older.status === "superseded") continue;
         await this.retire(older, evaluation.outputs);
@@ -301,5 +348,5 @@ function record(report: IngestReport, item: IngestItem, result: { written: numbe
   report.actions[item.action] += 1;
   if (item.status) report.statuses[item.status] += 1;
   report.filesWritten += result.written;
-  for (const w of result.warnings) report.warnings.push(`${item.recordId ?? item.source}: ${w}`);
+  for (const message of result.warnings) report.warnings.push({ upload: item.recordId ?? item.source, message });
 }

@@ -19,6 +19,8 @@ export interface NewUpload {
   metadata: Record<string, string>;
   status: UploadStatus;
   error?: string | null;
+  /** 1 when the caller starts processing it right away (saves a separate `markAttempt`). */
+  attempts?: number;
 }
 
 export interface UploadOutcome {
@@ -88,7 +90,7 @@ export class StateStore {
             status: input.status,
             error: input.error ?? null,
             summary: null,
-            attempts: 0,
+            attempts: input.attempts ?? 0,
             received_at: new Date().toISOString(),
             processed_at: null,
           };

@@ -42,6 +42,9 @@ const TEMP_SUFFIX = ".tmp-";
 
 /** An object store on a local folder; writes go to a temporary file that is renamed into place. */
 export class LocalObjectStore implements ObjectStore {
+  /** Folders known to exist, so that a put costs no mkdir on a warm path (datasets reuse a few folders). */
+  private readonly folders = new Set<string>();
+
   constructor(readonly location: string) {}
 
   private file(key: string): string {
@@ -50,7 +53,11 @@ export class LocalObjectStore implements ObjectStore {
 
   async put(key: string, data: Uint8Array | string, options: PutOptions = {}): Promise<void> {
     const target = this.file(key);
-    await mkdir(path.dirname(target), { recursive: true });
+    const folder = path.dirname(target);
+    if (!this.folders.has(folder)) {
+      await mkdir(folder, { recursive: true });
+      this.folders.add(folder);
+    }
     const temp = `${target}${TEMP_SUFFIX}${randomBytes(6).toString("hex")}`;
     const handle = await open(temp, "w");
     try {
@@ -63,9 +70,11 @@ export class LocalObjectStore implements ObjectStore {
       await rename(temp, target);
     } catch (err) {
       await rm(temp, { force: true });
+      // The folder may have been removed behind our back; forget it so the next put makes it again.
+      this.folders.delete(folder);
       throw err;
     }
-    if (options.durable) await syncDir(path.dirname(target));
+    if (options.durable) await syncDir(folder);
   }
 
   get(key: string): Promise<Buffer> {

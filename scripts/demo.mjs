@@ -1,0 +1,34 @@
+// `npm run demo`: makes an embedded workspace in .demo/, ingests the bundled real upload plus a generated
+// day of uploads (mostly valid, some broken in every way intake guards against), and prints the summary.
+import { execFileSync } from "node:child_process";
+import { rmSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { planBatch, writeBatch } from "../dist/synth/generate.js";
+
+const repo = fileURLToPath(new URL("..", import.meta.url));
+const demo = path.join(repo, ".demo");
+const generated = path.join(demo, "incoming");
+const cli = (...args) => {
+  console.log(`\n$ studylake ${args.join(" ")}`);
+  execFileSync(process.execPath, [path.join(repo, "dist/cli/bin.js"), ...args], { stdio: "inherit" });
+};
+
+rmSync(demo, { recursive: true, force: true });
+const kinds = planBatch(
+  200,
+  { valid: 85, "invalid-schema": 4, "not-json": 2, truncated: 2, "unsafe-path": 2, bomb: 2, "missing-metadata": 3 },
+  2024,
+);
+await writeBatch(generated, kinds, { seed: 2024 });
+console.log(
+  `Generated ${kinds.length} synthetic uploads in ${path.relative(repo, generated)}/ (see src/synth/generate.ts).`,
+);
+
+cli("init", demo);
+cli("-w", demo, "ingest", path.join(repo, "sample", "uploads"), generated);
+cli("-w", demo, "status", "--limit", "5");
+cli("-w", demo, "show", "OCJByUtSrVTYtqObYp7XZV_J");
+console.log(
+  `\nJSON datasets are in ${path.relative(repo, path.join(demo, "json"))}/, quarantine reports in ${path.relative(repo, path.join(demo, "quarantine"))}/.`,
+);

@@ -1,0 +1,154 @@
+import { execFile } from "node:child_process";
+import { copyFile, readFile, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { beforeAll, describe, expect, it } from "vitest";
+import { CONFIG_FILE } from "../src/config/config.js";
+import { synthUpload } from "../src/synth/generate.js";
+import { FIXTURE_ARCHIVE, FIXTURE_RECORD, fixtureConfig, tempDir } from "./support/workspace.js";
+
+const REPO = fileURLToPath(new URL("..", import.meta.url));
+const run = promisify(execFile);
+
+/** Runs the real CLI in a child process: real argv parsing, real exit codes, real output streams. */
+async function studylake(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(
+      process.execPath,
+      ["--import", "tsx", path.join(REPO, "src/cli/bin.ts"), ...args],
+      {
+        cwd: REPO,
+        env: { ...process.env, STUDYLAKE_WORKSPACE: "" },
+      },
+    );
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe("the studylake CLI", () => {
+  let ws: string;
+  let uploads: string;
+
+  beforeAll(async () => {
+    ws = await tempDir();
+    uploads = await tempDir();
+    await copyFile(FIXTURE_ARCHIVE, path.join(uploads, path.basename(FIXTURE_ARCHIVE)));
+    await copyFile(
+      `${FIXTURE_ARCHIVE}.metadata.json`,
+      path.join(uploads, `${path.basename(FIXTURE_ARCHIVE)}.metadata.json`),
+    );
+    const bad = await synthUpload("invalid-schema", 5);
+    await writeFile(path.join(uploads, bad.fileName), bad.zip);
+    await writeFile(path.join(uploads, `${bad.fileName}.metadata.json`), JSON.stringify(bad.metadata));
+  });
+
+  it("prints help for the program and every command, exiting 0", async () => {
+    const top = await studylake("--help");
+    expect(top.code).toBe(0);
+    for (const command of ["init", "ingest", "reprocess", "status", "show"]) expect(top.stdout).toContain(command);
+    for (const command of ["init", "ingest", "reprocess", "status", "show"]) {
+      const help = await studylake(command, "--help");
+      expect(help.code).toBe(0);
+      expect(help.stdout).toMatch(new RegExp(`Usage: studylake ${command}`));
+    }
+  });
+
+  it("exits 2 on wrong usage and 1 when the work fails, with one line on stderr", async () => {
+    const unknown = await studylake("frobnicate");
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/unknown command 'frobnicate'/);
+    const missingArg = await studylake("ingest");
+    expect(missingArg.code).toBe(2);
+    const badLimit = await studylake("-w", ws, "status", "--limit", "zero");
+    expect(badLimit.code).toBe(2);
+    expect(badLimit.stderr.trim()).toBe("studylake: --limit takes a positive whole number, got 'zero'");
+    const noWorkspace = await studylake("-w", uploads, "status");
+    expect(noWorkspace.code).toBe(1);
+    expect(noWorkspace.stderr.trim()).toMatch(
+      /^studylake: no studylake\.config\.json in .*: run 'studylake init' there first$/,
+    );
+  });
+
+  it("init, ingest, status, show and reprocess work together, in text and in JSON", async () => {
+    const init = await studylake("init", ws);
+    expect(init.code).toBe(0);
+    expect(init.stdout).toContain("Workspace ready");
+    // The workspace reads reference data from the shared fixtures, as the tests do everywhere.
+    const config = { ...JSON.parse(await readFile(path.join(ws, CONFIG_FILE), "utf8")), ...fixtureConfig() };
+    await writeFile(path.join(ws, CONFIG_FILE), JSON.stringify(config));
+    expect((await studylake("init", ws)).code).toBe(1);
+
+    const ingest = await studylake("-w", ws, "ingest", uploads);
+    expect(ingest.code).toBe(0);
+    expect(ingest.stdout).toMatch(/quarantined: \S+ v1: 1 file failed: motion\.json: \/1\/sensorType/);
+    expect(ingest.stdout).toMatch(
+      /Ingested 2 archives: 2 new, .*1 valid, 1 quarantined, 0 rejected.*4 dataset files written\./,
+    );
+
+    const strict = await studylake("-w", ws, "ingest", uploads, "--strict", "--json");
+    expect(strict.code).toBe(1);
+    const report = JSON.parse(strict.stdout);
+    expect(report.actions.unchanged).toBe(2);
+    expect(report.statuses).toMatchObject({ valid: 1, quarantined: 1 });
+
+    const status = await studylake("-w", ws, "status", "--json");
+    expect(JSON.parse(status.stdout).counts).toEqual({
+      received: 0,
+      valid: 1,
+      quarantined: 1,
+      rejected: 0,
+      superseded: 0,
+    });
+    const text = await studylake("-w", ws, "status");
+    expect(text.stdout).toMatch(/quarantined\s+1/);
+    expect(text.stdout).toMatch(/Needing attention:/);
+
+    const show = await studylake("-w", ws, "show", FIXTURE_RECORD, "--json");
+    const [version] = JSON.parse(show.stdout);
+    expect(version.files).toHaveLength(9);
+    expect(version.files.find((f: { path: string }) => f.path === "weather.json")).toMatchObject({
+      validation: "valid",
+      datasetId: "WeatherResult_v1",
+    });
+    const showText = await studylake("-w", ws, "show", FIXTURE_RECORD);
+    expect(showText.stdout).toMatch(/Record OCJByUtSrVTYtqObYp7XZV_J version 1: valid/);
+    expect((await studylake("-w", ws, "show", "nope")).code).toBe(1);
+
+    const reprocess = await studylake("-w", ws, "reprocess", "--quarantined");
+    expect(reprocess.code).toBe(0);
+    expect(reprocess.stdout).toMatch(
+      /Reprocessed 1 upload: 0 moved from quarantine to valid \(quarantined→quarantined 1\)/,
+    );
+  });
+
+  it("takes metadata from flags, and refuses --record-id with several archives", async () => {
+    const refused = await studylake("-w", ws, "ingest", uploads, FIXTURE_ARCHIVE, "--record-id", "x");
+    expect(refused.code).toBe(2);
+    const flagged = await studylake(
+      "-w",
+      ws,
+      "ingest",
+      FIXTURE_ARCHIVE,
+      "--record-id",
+      "FromFlags",
+      "--uploaded-on",
+      "2024-03-04T05:06:07Z",
+      "--meta",
+      "studyburstnum=9",
+      "--json",
+    );
+    expect(flagged.code).toBe(0);
+    const item = JSON.parse(flagged.stdout).items[0];
+    expect(item).toMatchObject({ recordId: "FromFlags", status: "valid" });
+    const show = JSON.parse((await studylake("-w", ws, "show", "FromFlags", "--json")).stdout);
+    expect(show[0].metadata).toMatchObject({
+      uploadedon: "2024-03-04T05:06:07Z",
+      studyburstnum: "9",
+      healthcode: "8d6L6xdo7u8jlszxR-ZkHW_q",
+    });
+  });
+});
