@@ -1,0 +1,398 @@
+import type { LosslessNumber } from "lossless-json";
+import {
+  type ColumnRole,
+  type ColumnSchema,
+  type DatasetSchema,
+  type Kind,
+  SHAPE_COLUMN,
+  type TableRows,
+  type TableSchema,
+  type TypeConflict,
+} from "./model.js";
+import { NameRegistry, safeName } from "./naming.js";
+import { encodeShape, type Shape, TAG_OF } from "./shape.js";
+import { columnType, isConflict, isScalar, scalarKind, toColumnValue } from "./types.js";
+
+/** Separates keys in internal path keys; never shown. */
+const SEP = "\u0001";
+
+type Scalar = string | boolean | LosslessNumber;
+
+/** A cell waiting for its column: `v…` value columns, `k…` join-key columns, `i…` inherited columns. */
+interface Cell {
+  key: string;
+  value: Scalar | null;
+  kind: Kind | null;
+}
+
+interface PendingRow {
+  id: string | null;
+  index: number | null;
+  cells: Cell[];
+  inherited: Cell[];
+  nulls: string[][] | undefined;
+  empties: string[][] | undefined;
+  synthetic: string[] | undefined;
+  element: number | undefined;
+}
+
+interface DeferredArray {
+  table: TableState;
+  columnKey: string;
+  items: unknown[];
+  joinKey: string;
+}
+
+class TableState {
+  readonly byKey = new Map<string, ColumnSchema>();
+  readonly names: NameRegistry;
+  /** Path key → original keys, for every path seen in this table. */
+  readonly paths = new Map<string, string[]>([["", []]]);
+  readonly conflicted = new Set<string>();
+  pending: PendingRow[] = [];
+
+  constructor(readonly schema: TableSchema) {
+    this.names = new NameRegistry(schema.columns.map((c) => c.name));
+    for (const column of schema.columns) {
+      this.byKey.set(columnKey(column.role, column.path), column);
+      if (isConflict(column.kinds)) this.conflicted.add(column.name);
+    }
+  }
+}
+
+function pathKey(path: readonly string[]): string {
+  let key = "";
+  for (const segment of path) key += SEP + segment;
+  return key;
+}
+
+function columnKey(role: ColumnRole, path: readonly string[]): string {
+  switch (role) {
+    case "value":
+      return `v${pathKey(path)}`;
+    case "key":
+      return `k${pathKey(path)}`;
+    case "inherited":
+      return `i${path[0] ?? ""}`;
+    default:
+      return role;
+  }
+}
+
+/** Join keys are derived from the record key and the path, so every run computes the same ones. */
+function encodePath(path: readonly string[]): string {
+  return path.map((s) => encodeURIComponent(s).replace(/\./g, "%2E")).join(".");
+}
+
+export interface RelationalizeOptions {
+  /** The root field that identifies a record (added from the record key when a document lacks it). */
+  recordField: string;
+  /** Root fields copied into every child row. */
+  inherit: readonly string[];
+}
+
+export interface DocumentContext {
+  /** Identifies the record; join keys start with it. */
+  recordKey: string;
+  /** Partition values from the file's path; added to root rows whose document lacks them. */
+  partition?: Readonly<Record<string, string>>;
+}
+
+export class RelationalizeError extends Error {
+  override name = "RelationalizeError";
+}
+
+export interface FlushResult {
+  tables: TableRows[];
+  schema: DatasetSchema;
+  /** Conflicts first met in this flush. */
+  conflicts: TypeConflict[];
+}
+
+/**
+ * Turns documents into flat tables (pure: no I/O). Objects flatten into `parent_child` columns; every array
+ * becomes a child table `<table>_<field>` with `id` (the parent's join key), `index` and the element's
+ * fields (or `val` for scalars); root fields named in `inherit` are copied into every child row. Types are
+ * inferred over every document the dataset has seen (see types.ts). Documents go in with `add`; `flush`
+ * returns the rows gathered so far and the updated schema, so a large dataset is processed in bounded batches.
+ */
+export class Relationalizer {
+  private readonly tables = new Map<string, TableState>();
+  private readonly children = new Map<string, TableState>();
+  private readonly tableNames: NameRegistry;
+  private readonly root: TableState;
+
+  constructor(private readonly schema: DatasetSchema) {
+    this.tableNames = new NameRegistry(schema.tables.map((t) => t.name));
+    for (const table of schema.tables) {
+      const state = new TableState(table);
+      this.tables.set(table.name, state);
+      if (table.parent !== null) {
+        const parent = schema.tables.find((t) => t.name === table.parent);
+        if (parent) this.children.set(`${parent.name}${SEP}${SEP}k${pathKey(table.path)}`, state);
+      }
+    }
+    const root = this.tables.get(schema.root);
+    if (!root) throw new RelationalizeError(`dataset schema has no root table '${schema.root}'`);
+    this.root = root;
+  }
+
+  static create(rootName: string, options: RelationalizeOptions): Relationalizer {
+    const shape: ColumnSchema = { name: SHAPE_COLUMN, role: "shape", path: [], kinds: [], type: "VARCHAR" };
+    return new Relationalizer({
+      root: rootName,
+      recordField: options.recordField,
+      inherit: [...options.inherit],
+      tables: [{ name: rootName, parent: null, path: [], columns: [shape] }],
+    });
+  }
+
+  add(document: unknown, context: DocumentContext): void {
+    if (Array.isArray(document)) {
+      document.forEach((element, i) => {
+        if (!isObject(element)) throw new RelationalizeError(`element ${i} of the top-level array is not an object`);
+        this.addRoot(element, context, i);
+      });
+    } else if (isObject(document)) {
+      this.addRoot(document, context, undefined);
+    } else {
+      throw new RelationalizeError("a document must be an object or an array of objects");
+    }
+  }
+
+  private addRoot(object: Record<string, unknown>, context: DocumentContext, element: number | undefined): void {
+    const base = element === undefined ? context.recordKey : `${context.recordKey}#${element}`;
+    const row = newRow(null, null);
+    row.element = element;
+    const deferred: DeferredArray[] = [];
+    this.walk(this.root, row, object, "", base, deferred);
+    const { recordField } = this.schema;
+    const added: Array<[string, string]> = [];
+    if (!Object.hasOwn(object, recordField)) added.push([recordField, context.recordKey]);
+    for (const [field, value] of Object.entries(context.partition ?? {})) {
+      if (!Object.hasOwn(object, field) && field !== recordField) added.push([field, value]);
+    }
+    for (const [field, value] of added) {
+      this.seePath(this.root, SEP + field, "", field);
+      row.cells.push({ key: `v${SEP}${field}`, value, kind: "string" });
+      (row.synthetic ??= []).push(field);
+    }
+    const inherited: Cell[] = [];
+    for (const field of this.schema.inherit) {
+      const cell = row.cells.find((c) => c.key === `v${SEP}${field}`);
+      if (cell && cell.value !== null) inherited.push({ key: `i${field}`, value: cell.value, kind: cell.kind });
+    }
+    this.root.pending.push(row);
+    this.emitDeferred(deferred, inherited);
+  }
+
+  private walk(
+    table: TableState,
+    row: PendingRow,
+    object: Record<string, unknown>,
+    parentKey: string,
+    base: string,
+    deferred: DeferredArray[],
+  ): void {
+    for (const key of Object.keys(object)) {
+      const value = object[key];
+      const pk = parentKey + SEP + key;
+      this.seePath(table, pk, parentKey, key);
+      if (value === null) {
+        row.cells.push({ key: `v${pk}`, value: null, kind: null });
+        (row.nulls ??= []).push(table.paths.get(pk)!);
+      } else if (isScalar(value)) {
+        row.cells.push({ key: `v${pk}`, value, kind: scalarKind(value) });
+      } else if (Array.isArray(value)) {
+        const joinKey = `${base}/${encodePath(table.paths.get(pk)!)}`;
+        row.cells.push({ key: `k${pk}`, value: joinKey, kind: null });
+        deferred.push({ table, columnKey: `k${pk}`, items: value, joinKey });
+      } else if (isObject(value)) {
+        if (Object.keys(value).length === 0) (row.empties ??= []).push(table.paths.get(pk)!);
+        else this.walk(table, row, value, pk, base, deferred);
+      } else {
+        throw new RelationalizeError(`unsupported value at ${table.paths.get(pk)!.join(".")}`);
+      }
+    }
+  }
+
+  private emitDeferred(deferred: DeferredArray[], inherited: Cell[]): void {
+    for (const { table, columnKey, items, joinKey } of deferred) {
+      const child = this.childTable(table, columnKey);
+      for (let i = 0; i < items.length; i++) {
+        const item = items[i];
+        const row = newRow(joinKey, i);
+        row.inherited = inherited;
+        const nested: DeferredArray[] = [];
+        const base = `${joinKey}[${i}]`;
+        if (item === null) {
+          row.nulls = [[]];
+        } else if (isScalar(item)) {
+          row.cells.push({ key: "v", value: item, kind: scalarKind(item) });
+        } else if (Array.isArray(item)) {
+          row.cells.push({ key: "k", value: base, kind: null });
+          nested.push({ table: child, columnKey: "k", items: item, joinKey: base });
+        } else if (isObject(item)) {
+          if (Object.keys(item).length === 0) row.empties = [[]];
+          else this.walk(child, row, item, "", base, nested);
+        }
+        child.pending.push(row);
+        this.emitDeferred(nested, inherited);
+      }
+    }
+  }
+
+  private seePath(table: TableState, pk: string, parentKey: string, key: string): void {
+    if (!table.paths.has(pk)) table.paths.set(pk, [...table.paths.get(parentKey)!, key]);
+  }
+
+  private childTable(parent: TableState, columnKey: string): TableState {
+    const id = `${parent.schema.name}${SEP}${SEP}${columnKey}`;
+    let child = this.children.get(id);
+    if (!child) {
+      const path = parent.paths.get(columnKey.slice(1))!;
+      const name = this.tableNames.claim(`${parent.schema.name}_${path.length > 0 ? path.join("_") : "val"}`);
+      const schema: TableSchema = {
+        name,
+        parent: parent.schema.name,
+        path,
+        columns: [
+          { name: "id", role: "id", path: [], kinds: [], type: "VARCHAR" },
+          { name: "index", role: "index", path: [], kinds: [], type: "BIGINT" },
+          { name: SHAPE_COLUMN, role: "shape", path: [], kinds: [], type: "VARCHAR" },
+        ],
+      };
+      this.schema.tables.push(schema);
+      child = new TableState(schema);
+      this.tables.set(name, child);
+      this.children.set(id, child);
+    }
+    return child;
+  }
+
+  flush(): FlushResult {
+    const tables: TableRows[] = [];
+    const conflicts: TypeConflict[] = [];
+    for (const table of this.tables.values()) {
+      if (table.pending.length === 0) continue;
+      this.addNewColumns(table);
+      conflicts.push(...this.updateKinds(table));
+      const positions = new Map(table.schema.columns.map((c, i) => [c, i]));
+      tables.push({
+        schema: structuredClone(table.schema),
+        rows: table.pending.map((row) => this.toRow(table, positions, row)),
+      });
+      table.pending = [];
+    }
+    return { tables, schema: structuredClone(this.schema), conflicts };
+  }
+
+  /**
+   * Adds the columns first seen in this batch, in order of first appearance. Names are given in a fixed order
+   * that does not depend on the documents' order: inherited columns first, then keys that are already safe
+   * names, then the rest by path; so `a_b` keeps its name and a flattened `a.b` becomes `a_b_2`.
+   */
+  private addNewColumns(table: TableState): void {
+    const fresh = new Set<string>();
+    for (const row of table.pending) {
+      for (const cell of row.cells) if (!table.byKey.has(cell.key)) fresh.add(cell.key);
+      for (const cell of row.inherited) if (!table.byKey.has(cell.key)) fresh.add(cell.key);
+    }
+    if (fresh.size === 0) return;
+    const pathOf = (key: string) => (key[0] === "i" ? [key.slice(1)] : table.paths.get(key.slice(1))!);
+    const rawName = (path: string[]) => (path.length > 0 ? path.join("_") : "val");
+    const rank = (key: string) => {
+      if (key[0] === "i") return 0;
+      const path = pathOf(key);
+      return path.length === 1 && safeName(rawName(path)) === path[0] ? 1 : 2;
+    };
+    const names = new Map<string, string>();
+    const byNamingOrder = [...fresh].sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0));
+    for (const key of byNamingOrder) names.set(key, table.names.claim(rawName(pathOf(key))));
+
+    const columns = table.schema.columns;
+    for (const key of fresh) {
+      const role: ColumnRole = key[0] === "i" ? "inherited" : key[0] === "k" ? "key" : "value";
+      const column: ColumnSchema = { name: names.get(key)!, role, path: pathOf(key), kinds: [], type: "VARCHAR" };
+      // Data columns go before inherited ones, inherited ones before `_shape`: existing columns never move.
+      const before = columns.findIndex((c) =>
+        role === "inherited" ? c.role === "shape" : c.role === "inherited" || c.role === "shape",
+      );
+      columns.splice(before === -1 ? columns.length : before, 0, column);
+      table.byKey.set(key, column);
+    }
+  }
+
+  private updateKinds(table: TableState): TypeConflict[] {
+    const conflicts: TypeConflict[] = [];
+    const seen = new Map<ColumnSchema, Set<Kind>>();
+    for (const row of table.pending) {
+      for (const cell of row.cells.concat(row.inherited)) {
+        if (cell.kind === null) continue;
+        const column = table.byKey.get(cell.key)!;
+        let kinds = seen.get(column);
+        if (!kinds) {
+          kinds = new Set(column.kinds);
+          seen.set(column, kinds);
+        }
+        kinds.add(cell.kind);
+      }
+    }
+    for (const [column, kinds] of seen) {
+      column.kinds = [...kinds].sort();
+      column.type = columnType(kinds);
+      if (isConflict(kinds) && !table.conflicted.has(column.name)) {
+        table.conflicted.add(column.name);
+        conflicts.push({ table: table.schema.name, column: column.name, kinds: column.kinds, resolvedAs: column.type });
+      }
+    }
+    return conflicts;
+  }
+
+  private toRow(table: TableState, positions: Map<ColumnSchema, number>, row: PendingRow): unknown[] {
+    const columns = table.schema.columns;
+    const out = new Array<unknown>(columns.length).fill(null);
+    const position = (key: string) => positions.get(table.byKey.get(key)!)!;
+    const shape: Shape = {};
+    if (row.id !== null) out[position("id")] = row.id;
+    if (row.index !== null) out[position("index")] = BigInt(row.index);
+    for (const cell of row.cells) {
+      if (cell.value === null) continue;
+      const column = table.byKey.get(cell.key)!;
+      const at = positions.get(column)!;
+      if (cell.kind === null) {
+        out[at] = cell.value;
+        continue;
+      }
+      out[at] = toColumnValue(cell.value, column.type);
+      if (column.type === "VARCHAR" && cell.kind !== "string") (shape.t ??= []).push([column.path, TAG_OF[cell.kind]]);
+    }
+    for (const cell of row.inherited) {
+      const column = table.byKey.get(cell.key)!;
+      out[positions.get(column)!] = cell.value === null ? null : toColumnValue(cell.value, column.type);
+    }
+    if (row.nulls) shape.n = row.nulls;
+    if (row.empties) shape.o = row.empties;
+    if (row.synthetic) shape.p = row.synthetic;
+    if (row.element !== undefined) shape.e = row.element;
+    out[position("shape")] = encodeShape(shape);
+    return out;
+  }
+}
+
+function newRow(id: string | null, index: number | null): PendingRow {
+  return {
+    id,
+    index,
+    cells: [],
+    inherited: [],
+    nulls: undefined,
+    empties: undefined,
+    synthetic: undefined,
+    element: undefined,
+  };
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value) && !isScalar(value);
+}

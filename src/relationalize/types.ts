@@ -1,0 +1,60 @@
+import { isLosslessNumber, type LosslessNumber } from "lossless-json";
+import type { ColumnType, Kind } from "./model.js";
+
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+
+/** The kind of a JSON scalar (numbers come from a lossless parse, so `1.0` is a double and `1` an integer). */
+export function scalarKind(value: string | boolean | LosslessNumber): Kind {
+  if (typeof value === "string") return "string";
+  if (typeof value === "boolean") return "boolean";
+  const text = value.value;
+  if (/[.eE]/.test(text)) return "double";
+  const n = BigInt(text);
+  return n < INT64_MIN || n > INT64_MAX ? "bignum" : "integer";
+}
+
+export function isScalar(value: unknown): value is string | boolean | LosslessNumber {
+  return typeof value === "string" || typeof value === "boolean" || isLosslessNumber(value);
+}
+
+type Family = "text" | "boolean" | "number";
+const FAMILY: Record<Kind, Family> = {
+  string: "text",
+  bignum: "text",
+  boolean: "boolean",
+  integer: "number",
+  double: "number",
+};
+
+/**
+ * The type rule, applied to every kind a column has held across the dataset:
+ * integers alone → BIGINT; integers and doubles → DOUBLE; booleans alone → BOOLEAN; anything with a string,
+ * an integer beyond 64 bits, or booleans mixed with numbers → VARCHAR. JSON null never changes a type;
+ * a column that has only held null is VARCHAR.
+ */
+export function columnType(kinds: Iterable<Kind>): ColumnType {
+  const set = new Set(kinds);
+  if (set.size === 0 || set.has("string") || set.has("bignum")) return "VARCHAR";
+  if (set.has("boolean")) return set.size === 1 ? "BOOLEAN" : "VARCHAR";
+  return set.has("double") ? "DOUBLE" : "BIGINT";
+}
+
+/** True when the kinds span more than one family (text, boolean, number): a conflict to report. */
+export function isConflict(kinds: Iterable<Kind>): boolean {
+  return new Set([...kinds].map((k) => FAMILY[k])).size > 1;
+}
+
+/** A scalar's value in a column of the given type. VARCHAR keeps a number's exact text. */
+export function toColumnValue(value: string | boolean | LosslessNumber, type: ColumnType): unknown {
+  if (typeof value === "string") return value;
+  if (typeof value === "boolean") return type === "BOOLEAN" ? value : String(value);
+  switch (type) {
+    case "BIGINT":
+      return BigInt(value.value);
+    case "DOUBLE":
+      return Number(value.value);
+    default:
+      return value.value;
+  }
+}
