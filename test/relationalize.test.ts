@@ -19,7 +19,7 @@ function asObjects(tables: TableRows[]): Record<string, Array<Record<string, unk
     const rows = t.rows.map((r) =>
       Object.fromEntries(t.schema.columns.map((c, i) => [c.name, r[i]]).filter(([name]) => name !== "_shape")),
     );
-    (out[t.schema.name] ??= []).push(...rows);
+    out[t.schema.name] = [...(out[t.schema.name] ?? []), ...rows];
   }
   return out;
 }

@@ -24,10 +24,7 @@ export function rebuildDocuments(dataset: DatasetSchema, tables: readonly TableR
         roots.push({ schema: table.schema, row });
         continue;
       }
-      const id = String(row[idAt]);
-      let list = childRows.get(id);
-      if (!list) childRows.set(id, (list = []));
-      list.push({ index: Number(row[indexAt]), located: { schema: table.schema, row } });
+      pushTo(childRows, String(row[idAt]), { index: Number(row[indexAt]), located: { schema: table.schema, row } });
     }
   }
 
@@ -46,7 +43,8 @@ export function rebuildDocuments(dataset: DatasetSchema, tables: readonly TableR
           ? (childRows.get(String(cell)) ?? []).sort((a, b) => a.index - b.index).map((c) => decode(c.located))
           : fromColumn(cell, column, tags.get(JSON.stringify(column.path)));
       if (column.path.length === 0) return value;
-      setPath((object ??= {}), column.path, value);
+      object ??= {};
+      setPath(object, column.path, value);
     }
     object ??= {};
     for (const path of shape.n ?? []) setPath(object, path, null);
@@ -62,9 +60,7 @@ export function rebuildDocuments(dataset: DatasetSchema, tables: readonly TableR
     );
     const record = String(located.row[recordAt]);
     const shape = decodeShape(located.row[located.schema.columns.findIndex((c) => c.role === "shape")]);
-    let list = byRecord.get(record);
-    if (!list) byRecord.set(record, (list = []));
-    list.push({ element: shape.e, document: decode(located) });
+    pushTo(byRecord, record, { element: shape.e, document: decode(located) });
   }
   const documents = new Map<string, unknown>();
   for (const [record, parts] of byRecord) {
@@ -92,6 +88,12 @@ function fromColumn(cell: unknown, column: ColumnSchema, tag: KindTag | undefine
       if (tag) return new LosslessNumber(String(cell));
       return String(cell);
   }
+}
+
+function pushTo<K, V>(map: Map<K, V[]>, key: K, value: V): void {
+  const list = map.get(key);
+  if (list) list.push(value);
+  else map.set(key, [value]);
 }
 
 /** Sets a value at a path, creating objects on the way; keys such as `__proto__` are plain keys here. */

@@ -175,7 +175,7 @@ export class Relationalizer {
     for (const [field, value] of added) {
       this.seePath(this.root, SEP + field, "", field);
       row.cells.push({ key: `v${SEP}${field}`, value, kind: "string" });
-      (row.synthetic ??= []).push(field);
+      row.synthetic = [...(row.synthetic ?? []), field];
     }
     const inherited: Cell[] = [];
     for (const field of this.schema.inherit) {
@@ -200,7 +200,7 @@ export class Relationalizer {
       this.seePath(table, pk, parentKey, key);
       if (value === null) {
         row.cells.push({ key: `v${pk}`, value: null, kind: null });
-        (row.nulls ??= []).push(table.paths.get(pk)!);
+        row.nulls = [...(row.nulls ?? []), table.paths.get(pk)!];
       } else if (isScalar(value)) {
         row.cells.push({ key: `v${pk}`, value, kind: scalarKind(value) });
       } else if (Array.isArray(value)) {
@@ -208,7 +208,7 @@ export class Relationalizer {
         row.cells.push({ key: `k${pk}`, value: joinKey, kind: null });
         deferred.push({ table, columnKey: `k${pk}`, items: value, joinKey });
       } else if (isObject(value)) {
-        if (Object.keys(value).length === 0) (row.empties ??= []).push(table.paths.get(pk)!);
+        if (Object.keys(value).length === 0) row.empties = [...(row.empties ?? []), table.paths.get(pk)!];
         else this.walk(table, row, value, pk, base, deferred);
       } else {
         throw new RelationalizeError(`unsupported value at ${table.paths.get(pk)!.join(".")}`);
@@ -365,7 +365,9 @@ export class Relationalizer {
         continue;
       }
       out[at] = toColumnValue(cell.value, column.type);
-      if (column.type === "VARCHAR" && cell.kind !== "string") (shape.t ??= []).push([column.path, TAG_OF[cell.kind]]);
+      if (column.type === "VARCHAR" && cell.kind !== "string") {
+        shape.t = [...(shape.t ?? []), [column.path, TAG_OF[cell.kind]]];
+      }
     }
     for (const cell of row.inherited) {
       const column = table.byKey.get(cell.key)!;
