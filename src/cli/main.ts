@@ -1,6 +1,9 @@
 import { Command, CommanderError, Option } from "commander";
 import { type IngestReport, Intake, type ReprocessReport } from "../intake/intake.js";
+import { Catalog, documentText } from "../parquet/catalog.js";
+import { type RelationalizeReport, RelationalizeStage } from "../parquet/stage.js";
 import { UploadStatus } from "../state/models.js";
+import { LocalObjectStore } from "../storage/object-store.js";
 import { initWorkspace } from "../workspace/init.js";
 import { openWorkspace, type Workspace } from "../workspace/workspace.js";
 import { printJson, progress, table } from "./output.js";
@@ -177,7 +180,124 @@ export function buildProgram(): Command {
       });
     });
 
+  program
+    .command("relationalize")
+    .description("flatten JSON datasets into partitioned Parquet tables, reading only what is new since the last run")
+    .option("--dataset <id...>", "only these datasets (default: every dataset in the JSON folder)")
+    .option("--from <dir>", "read JSON datasets from this folder instead of the workspace's json/ (same layout)")
+    .option("--json", "machine-readable output")
+    .action(async (opts: { dataset?: string[]; from?: string; json?: boolean }) => {
+      await withWorkspace(program, async (ws) => {
+        const stage = new RelationalizeStage(ws, opts.from ? new LocalObjectStore(opts.from) : ws.json);
+        const datasets = opts.dataset ?? (await stage.datasets());
+        const bar = progress("relationalize", !opts.json);
+        const reports: RelationalizeReport[] = [];
+        for (const [i, dataset] of datasets.entries()) {
+          reports.push(await stage.run(dataset));
+          bar.update(i + 1, datasets.length);
+        }
+        bar.stop();
+        if (opts.json) {
+          printJson(reports);
+          return;
+        }
+        for (const r of reports) {
+          if (r.runId === null) {
+            console.log(`${r.dataset}: nothing new`);
+            continue;
+          }
+          const tables = r.tables.map((t) => `${t.table} ${t.rows} rows`).join(", ");
+          console.log(
+            `${r.dataset}: ${r.filesRead} files, ${r.records} records (${r.replaced} replaced, ${r.deleted} deleted) → ${tables}`,
+          );
+          for (const c of r.conflicts) {
+            console.log(
+              `  type conflict: ${c.table}.${c.column} held ${c.kinds.join(" and ")}; stored as ${c.resolvedAs}`,
+            );
+          }
+          for (const u of r.unreadable) console.log(`  unreadable: ${u.key} line ${u.line}: ${u.message}`);
+        }
+        const written = reports.filter((r) => r.runId !== null).length;
+        console.log(
+          `Relationalized ${datasets.length} dataset${datasets.length === 1 ? "" : "s"}: ${written} with new data.`,
+        );
+      });
+    });
+
+  program
+    .command("tables")
+    .description("list the Parquet tables with row counts, columns and types")
+    .option("--json", "machine-readable output")
+    .action(async (opts: { json?: boolean }) => {
+      await withCatalog(program, async (catalog) => {
+        const tables = await catalog.tables();
+        if (opts.json) {
+          printJson(tables);
+          return;
+        }
+        if (tables.length === 0) console.log("No tables yet: run 'studylake relationalize'.");
+        for (const t of tables) {
+          console.log(`${t.table} (${t.rows} rows in ${t.files} files${t.parent ? `, child of ${t.parent}` : ""})`);
+          console.log(`  ${t.columns.map((c) => `${c.name} ${c.type}`).join(", ")}`);
+        }
+      });
+    });
+
+  program
+    .command("query")
+    .description("run read-only SQL over the tables (each table is a view) through DuckDB")
+    .argument("<sql>", "one or more SELECT statements; the last one's result is printed")
+    .addOption(new Option("--format <format>", "output format").choices(["table", "csv", "json"]).default("table"))
+    .action(async (sql: string, opts: { format: "table" | "csv" | "json" }) => {
+      await withCatalog(program, async (catalog) => {
+        const result = await catalog.query(sql);
+        if (opts.format === "json") {
+          printJson(result.rows.map((r) => Object.fromEntries(result.columns.map((c, i) => [c, r[i]]))));
+        } else if (opts.format === "csv") {
+          const cell = (v: unknown) => {
+            const text = v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v);
+            return /[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+          };
+          process.stdout.write(`${[result.columns, ...result.rows].map((r) => r.map(cell).join(",")).join("\n")}\n`);
+        } else {
+          console.log(
+            table([
+              result.columns,
+              ...result.rows.map((r) =>
+                r.map((v) => (v === null ? null : typeof v === "object" ? JSON.stringify(v) : String(v))),
+              ),
+            ]),
+          );
+          console.log(`(${result.rows.length} row${result.rows.length === 1 ? "" : "s"})`);
+        }
+      });
+    });
+
+  program
+    .command("rebuild-json")
+    .description("rebuild a record's original document from the Parquet tables (shows that nothing was lost)")
+    .argument("<dataset>", "dataset id")
+    .argument("<recordId>", "record id")
+    .action(async (dataset: string, recordId: string) => {
+      await withCatalog(program, async (catalog) => {
+        const document = await catalog.rebuild(dataset, recordId);
+        if (document === undefined) throw new Error(`record '${recordId}' is not in the tables of '${dataset}'`);
+        console.log(documentText(document));
+      });
+    });
+
   return program;
+}
+
+async function withCatalog(program: Command, work: (catalog: Catalog) => Promise<void>): Promise<void> {
+  await withWorkspace(program, async (ws) => {
+    const catalog = await Catalog.open(ws);
+    try {
+      await work(catalog);
+    } finally {
+      catalog.close();
+    }
+  });
 }
 
 function globals(program: Command): GlobalOptions {

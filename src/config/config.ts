@@ -71,8 +71,9 @@ export const Config = z.object({
       raw: z.string().default("raw"),
       json: z.string().default("json"),
       quarantine: z.string().default("quarantine"),
+      parquet: z.string().default("parquet"),
     })
-    .default({ raw: "raw", json: "json", quarantine: "quarantine" }),
+    .default({ raw: "raw", json: "json", quarantine: "quarantine", parquet: "parquet" }),
   state: StateConfig.default({ kind: "sqlite", path: "state.db" }),
   /** The archive map (mobile-client-json format) that names a JSON Schema per file. */
   archiveMap: z.string().default("reference/archive-map.json"),
@@ -94,6 +95,20 @@ export const Config = z.object({
   defaultStudyId: z.string().optional(),
   allowedValidationErrors: z.array(AllowedValidationError).default([]),
   limits: Limits.default(Limits.parse({})),
+  relationalize: z
+    .object({
+      /** The root field that identifies a record: one record per table, the newest upload winning. */
+      recordField: z.string().default("recordid"),
+      /** Partition folders of the Parquet tables; child rows inherit these fields and the record field. */
+      partitionFields: z.array(z.string()).default(["assessmentid", "year", "month", "day"]),
+      /** Rows gathered before a batch is written: bounds memory whatever the input size. */
+      batchRows: z.number().int().positive().default(200_000),
+    })
+    .default({
+      recordField: "recordid",
+      partitionFields: ["assessmentid", "year", "month", "day"],
+      batchRows: 200_000,
+    }),
   /** Archives processed at once by one process: overlapping their file I/O matters far more than CPU. */
   concurrency: z.number().int().min(1).max(256).default(8),
   /** fsync raw archives before recording them (derived outputs can always be rebuilt by `reprocess`). */

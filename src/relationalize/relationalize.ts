@@ -270,6 +270,13 @@ export class Relationalizer {
     return child;
   }
 
+  /** Rows waiting for `flush`, across all tables. */
+  get pendingRows(): number {
+    let n = 0;
+    for (const table of this.tables.values()) n += table.pending.length;
+    return n;
+  }
+
   flush(): FlushResult {
     const tables: TableRows[] = [];
     const conflicts: TypeConflict[] = [];

@@ -39,9 +39,43 @@ export interface UploadFilesTable {
   note: string | null;
 }
 
+export interface DatasetSchemasTable {
+  dataset: string;
+  schema: string;
+  updated_at: string;
+}
+
+export interface JsonBookmarksTable {
+  dataset: string;
+  key: string;
+  size_bytes: number;
+  modified_ms: number;
+  run_id: string;
+}
+
+export interface ParquetRecordsTable {
+  dataset: string;
+  record_id: string;
+  run_id: string;
+  json_key: string;
+}
+
+export interface RelationalizeRunsTable {
+  run_id: string;
+  dataset: string;
+  status: string;
+  started_at: string;
+  finished_at: string | null;
+  summary: string | null;
+}
+
 export interface StateDatabase {
   uploads: UploadsTable;
   upload_files: UploadFilesTable;
+  dataset_schemas: DatasetSchemasTable;
+  json_bookmarks: JsonBookmarksTable;
+  parquet_records: ParquetRecordsTable;
+  relationalize_runs: RelationalizeRunsTable;
 }
 
 export type Dialect = "sqlite" | "postgres";

@@ -46,4 +46,42 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0002_relationalize": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable("dataset_schemas")
+        .addColumn("dataset", "text", (c) => c.primaryKey())
+        .addColumn("schema", "text", (c) => c.notNull())
+        .addColumn("updated_at", "text", (c) => c.notNull())
+        .execute();
+      // Which JSON files each dataset's tables were built from (the incremental bookmark).
+      await db.schema
+        .createTable("json_bookmarks")
+        .addColumn("dataset", "text", (c) => c.notNull())
+        .addColumn("key", "text", (c) => c.notNull())
+        .addColumn("size_bytes", "bigint", (c) => c.notNull())
+        .addColumn("modified_ms", "bigint", (c) => c.notNull())
+        .addColumn("run_id", "text", (c) => c.notNull())
+        .addPrimaryKeyConstraint("json_bookmarks_pk", ["dataset", "key"])
+        .execute();
+      // Which run's Parquet files hold each record's rows, so a newer upload can replace them.
+      await db.schema
+        .createTable("parquet_records")
+        .addColumn("dataset", "text", (c) => c.notNull())
+        .addColumn("record_id", "text", (c) => c.notNull())
+        .addColumn("run_id", "text", (c) => c.notNull())
+        .addColumn("json_key", "text", (c) => c.notNull())
+        .addPrimaryKeyConstraint("parquet_records_pk", ["dataset", "record_id"])
+        .execute();
+      await db.schema
+        .createTable("relationalize_runs")
+        .addColumn("run_id", "text", (c) => c.primaryKey())
+        .addColumn("dataset", "text", (c) => c.notNull())
+        .addColumn("status", "text", (c) => c.notNull())
+        .addColumn("started_at", "text", (c) => c.notNull())
+        .addColumn("finished_at", "text")
+        .addColumn("summary", "text")
+        .execute();
+    },
+  },
 };

@@ -9,6 +9,7 @@ import {
   type UploadsTable,
 } from "./database.js";
 import { type Upload, type UploadFile, UploadStatus, type UploadSummary } from "./models.js";
+import { RelationalizeState } from "./relationalize-state.js";
 
 export interface NewUpload {
   recordId: string | null;
@@ -41,11 +42,16 @@ export interface UploadQuery {
  * Kysely writes the SQL for either dialect.
  */
 export class StateStore {
+  /** The relationalize stage's tables. */
+  readonly relationalize: RelationalizeState;
+
   private constructor(
     private readonly db: Kysely<StateDatabase>,
     readonly dialect: Dialect,
     readonly description: string,
-  ) {}
+  ) {
+    this.relationalize = new RelationalizeState(db);
+  }
 
   static async open(config: StateConfig, root: string): Promise<StateStore> {
     const { db, dialect, description } = await openDatabase(config, root);

@@ -16,9 +16,16 @@ export interface ObjectStore {
   put(key: string, data: Uint8Array | string, options?: PutOptions): Promise<void>;
   get(key: string): Promise<Buffer>;
   exists(key: string): Promise<boolean>;
+  /** Size and modification time, or undefined when there is no such object. */
+  head(key: string): Promise<ObjectInfo | undefined>;
   delete(key: string): Promise<void>;
   /** Every key under a prefix, sorted. */
   list(prefix?: string): Promise<string[]>;
+}
+
+export interface ObjectInfo {
+  sizeBytes: number;
+  modifiedMs: number;
 }
 
 export class InvalidKeyError extends Error {
@@ -86,6 +93,16 @@ export class LocalObjectStore implements ObjectStore {
       return (await stat(this.file(key))).isFile();
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+      throw err;
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const info = await stat(this.file(key));
+      return info.isFile() ? { sizeBytes: info.size, modifiedMs: Math.trunc(info.mtimeMs) } : undefined;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw err;
     }
   }

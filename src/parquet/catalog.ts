@@ -1,0 +1,157 @@
+import path from "node:path";
+import { type DuckDBConnection, StatementType } from "@duckdb/node-api";
+import { stringify } from "lossless-json";
+import type { ColumnType, DatasetSchema, TableRows, TableSchema } from "../relationalize/model.js";
+import { rebuildDocuments } from "../relationalize/rebuild.js";
+import type { Workspace } from "../workspace/workspace.js";
+import { ident, literal, openDuckDB } from "./duckdb.js";
+import { listParquet } from "./writer.js";
+
+export interface TableInfo {
+  dataset: string;
+  table: string;
+  parent: string | null;
+  rows: number;
+  files: number;
+  columns: Array<{ name: string; type: ColumnType; role: string }>;
+}
+
+export interface QueryResult {
+  columns: string[];
+  rows: unknown[][];
+}
+
+export class QueryRefusedError extends Error {
+  override name = "QueryRefusedError";
+}
+
+/** Read access to the Parquet tables: each table is a view over its files, whatever batch wrote them. */
+export class Catalog {
+  private constructor(
+    private readonly ws: Workspace,
+    private readonly connection: DuckDBConnection,
+    private readonly closeDb: () => void,
+    private readonly datasets: Array<{ dataset: string; schema: DatasetSchema }>,
+    readonly root: string,
+  ) {}
+
+  static async open(ws: Workspace): Promise<Catalog> {
+    const duck = await openDuckDB();
+    const datasets = await ws.state.relationalize.datasets();
+    const root = path.resolve(ws.root, ws.config.paths.parquet);
+    const catalog = new Catalog(ws, duck.connection, duck.close, datasets, root);
+    for (const { schema } of datasets) {
+      for (const table of schema.tables) {
+        if ((await listParquet(path.join(root, table.name))).length === 0) continue;
+        await duck.connection.run(`CREATE VIEW ${ident(table.name)} AS SELECT * FROM ${catalog.source(table.name)}`);
+      }
+    }
+    return catalog;
+  }
+
+  close(): void {
+    this.closeDb();
+  }
+
+  private source(table: string): string {
+    const glob = path.join(this.root, table, "**", "*.parquet");
+    return `read_parquet(${literal(glob)}, union_by_name = true, hive_partitioning = false)`;
+  }
+
+  async tables(): Promise<TableInfo[]> {
+    const out: TableInfo[] = [];
+    for (const { dataset, schema } of this.datasets) {
+      for (const table of schema.tables) {
+        const files = await listParquet(path.join(this.root, table.name));
+        let rows = 0;
+        if (files.length > 0) {
+          const result = await this.connection.runAndReadAll(`SELECT count(*) FROM ${ident(table.name)}`);
+          rows = Number(result.getRows()[0]?.[0] ?? 0);
+        }
+        out.push({
+          dataset,
+          table: table.name,
+          parent: table.parent,
+          rows,
+          files: files.length,
+          columns: table.columns.map((c) => ({ name: c.name, type: c.type, role: c.role })),
+        });
+      }
+    }
+    return out;
+  }
+
+  /** Runs read-only SQL: every statement must be a query; anything else is refused before it runs. */
+  async query(sql: string): Promise<QueryResult> {
+    const extracted = await this.connection.extractStatements(sql);
+    if (extracted.count === 0) throw new QueryRefusedError("no SQL statement given");
+    let result: QueryResult = { columns: [], rows: [] };
+    for (let i = 0; i < extracted.count; i++) {
+      const prepared = await extracted.prepare(i);
+      if (prepared.statementType !== StatementType.SELECT) {
+        throw new QueryRefusedError(
+          `only queries (SELECT) are allowed; statement ${i + 1} is ${StatementType[prepared.statementType]}`,
+        );
+      }
+      const reader = await prepared.runAndReadAll();
+      result = { columns: reader.columnNames(), rows: reader.getRowsJS() };
+    }
+    return result;
+  }
+
+  /** The documents of one record, rebuilt from every table of its dataset. */
+  async rebuild(dataset: string, recordId: string): Promise<unknown | undefined> {
+    const entry = this.datasets.find((d) => d.dataset === dataset);
+    if (!entry) throw new Error(`no relationalized dataset '${dataset}'`);
+    const { schema } = entry;
+    const tables: TableRows[] = [];
+    for (const table of schema.tables) {
+      const recordColumn = table.columns.find(
+        (c) =>
+          (c.role === "value" || c.role === "inherited") && c.path.length === 1 && c.path[0] === schema.recordField,
+      );
+      if (!recordColumn) continue;
+      // Each file is read on its own, with its own column types (a later batch may have widened a type).
+      for (const relative of await listParquet(path.join(this.root, table.name))) {
+        const file = path.join(this.root, table.name, relative);
+        const reader = await this.connection.runAndReadAll(
+          `SELECT * FROM read_parquet(${literal(file)}) WHERE ${ident(recordColumn.name)} = $record`,
+          { record: recordId },
+        );
+        const rows = reader.getRows();
+        if (rows.length === 0) continue;
+        tables.push({
+          schema: withFileTypes(table, reader.columnNames(), reader.columnTypes().map(String)),
+          rows: rows.map((r) => reorder(r, table, reader.columnNames())),
+        });
+      }
+    }
+    return rebuildDocuments(schema, tables).get(recordId);
+  }
+}
+
+function withFileTypes(table: TableSchema, names: string[], types: string[]): TableSchema {
+  return {
+    ...table,
+    columns: table.columns.map((c) => {
+      const at = names.indexOf(c.name);
+      const type = at === -1 ? c.type : (types[at] as ColumnType);
+      return {
+        ...c,
+        type: (["BOOLEAN", "BIGINT", "DOUBLE", "VARCHAR"].includes(type) ? type : "VARCHAR") as ColumnType,
+      };
+    }),
+  };
+}
+
+function reorder(row: readonly unknown[], table: TableSchema, names: string[]): unknown[] {
+  return table.columns.map((c) => {
+    const at = names.indexOf(c.name);
+    return at === -1 ? null : row[at];
+  });
+}
+
+/** A rebuilt document as JSON text, numbers exactly as stored. */
+export function documentText(document: unknown): string {
+  return stringify(document, undefined, 2) as string;
+}

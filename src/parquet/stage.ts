@@ -1,0 +1,302 @@
+import { randomBytes } from "node:crypto";
+import { mkdir, rename, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { parse } from "lossless-json";
+import type { TableRows, TypeConflict } from "../relationalize/model.js";
+import { safeName } from "../relationalize/naming.js";
+import { Relationalizer } from "../relationalize/relationalize.js";
+import type { Bookmark, RecordLocation } from "../state/relationalize-state.js";
+import type { ObjectStore } from "../storage/object-store.js";
+import type { Workspace } from "../workspace/workspace.js";
+import { openDuckDB } from "./duckdb.js";
+import { listParquet, removeRecords, writeParquet } from "./writer.js";
+
+export interface TableReport {
+  table: string;
+  rows: number;
+  files: number;
+  bytes: number;
+}
+
+export interface RelationalizeReport {
+  dataset: string;
+  /** Null when there was nothing new (no run was made). */
+  runId: string | null;
+  filesRead: number;
+  documents: number;
+  /** Records written in this run. */
+  records: number;
+  /** Records that were already in the tables and were replaced by a newer upload. */
+  replaced: number;
+  /** Records removed because their JSON file is gone. */
+  deleted: number;
+  /** JSON lines that could not be read, each with its key and line number. */
+  unreadable: Array<{ key: string; line: number; message: string }>;
+  tables: TableReport[];
+  conflicts: TypeConflict[];
+}
+
+interface Arrival {
+  recordKey: string;
+  document: unknown;
+  key: string;
+  partition: Record<string, string>;
+  modifiedMs: number;
+}
+
+const DATASET_PREFIX = "dataset=";
+
+/**
+ * The JSON-to-Parquet stage: reads the JSON files of a dataset that are new or changed since the last run,
+ * relationalizes them and writes each table as partitioned Parquet. A record appears once per table: when it
+ * arrives again, the newest upload's rows replace the old ones. Files are written under a run id and only
+ * count once the run commits in the state store; a run that dies is cleaned up by the next one.
+ */
+export class RelationalizeStage {
+  readonly parquetRoot: string;
+
+  constructor(
+    private readonly ws: Workspace,
+    private readonly json: ObjectStore = ws.json,
+  ) {
+    this.parquetRoot = path.resolve(ws.root, ws.config.paths.parquet);
+  }
+
+  /** Dataset ids present in the JSON store. */
+  async datasets(): Promise<string[]> {
+    const ids = new Set<string>();
+    for (const key of await this.json.list(DATASET_PREFIX)) {
+      const first = key.split("/")[0] ?? "";
+      ids.add(first.slice(DATASET_PREFIX.length));
+    }
+    return [...ids].sort();
+  }
+
+  async run(dataset: string): Promise<RelationalizeReport> {
+    const state = this.ws.state.relationalize;
+    const settings = this.ws.config.relationalize;
+    const report: RelationalizeReport = {
+      dataset,
+      runId: null,
+      filesRead: 0,
+      documents: 0,
+      records: 0,
+      replaced: 0,
+      deleted: 0,
+      unreadable: [],
+      tables: [],
+      conflicts: [],
+    };
+    const previous = await state.schema(dataset);
+    const duck = await openDuckDB();
+    try {
+      await this.cleanAbandoned(dataset, previous?.tables.map((t) => t.name) ?? []);
+
+      const prefix = `${DATASET_PREFIX}${dataset}/`;
+      const bookmarks = await state.bookmarks(dataset);
+      const current = new Map<string, Bookmark>();
+      for (const key of await this.json.list(prefix)) {
+        const info = await this.json.head(key);
+        if (info) current.set(key, info);
+      }
+      const changed = [...current].filter(([key, info]) => {
+        const seen = bookmarks.get(key);
+        return !seen || seen.sizeBytes !== info.sizeBytes || seen.modifiedMs !== info.modifiedMs;
+      });
+      const removedKeys = [...bookmarks.keys()].filter((key) => !current.has(key));
+      if (changed.length === 0 && removedKeys.length === 0) return report;
+
+      const runId = `r${Date.now().toString(36)}${randomBytes(4).toString("hex")}`;
+      report.runId = runId;
+      await state.startRun(runId, dataset);
+
+      // Read what is new; within the run, the newest file wins for a record.
+      const arrivals = new Map<string, Arrival>();
+      for (const [key, info] of changed.sort((a, b) => a[1].modifiedMs - b[1].modifiedMs || (a[0] < b[0] ? -1 : 1))) {
+        report.filesRead++;
+        const partition = partitionOf(key);
+        const lines = (await this.json.get(key)).toString("utf8").split("\n");
+        lines.forEach((line, i) => {
+          if (line.trim() === "") return;
+          let document: unknown;
+          try {
+            document = parse(line);
+          } catch (err) {
+            report.unreadable.push({ key, line: i + 1, message: (err as Error).message });
+            return;
+          }
+          report.documents++;
+          const recordKey = recordKeyOf(document, settings.recordField) ?? `${key}#${i + 1}`;
+          arrivals.set(recordKey, { recordKey, document, key, partition, modifiedMs: info.modifiedMs });
+        });
+      }
+
+      const locations = await state.records(dataset);
+      const removedKeySet = new Set(removedKeys);
+      const stale = new Map<string, string[]>();
+      const addStale = (record: string, location: RecordLocation) => {
+        stale.set(location.runId, [...(stale.get(location.runId) ?? []), record]);
+      };
+      const removedRecords: string[] = [];
+      for (const [record, location] of locations) {
+        if (arrivals.has(record)) {
+          report.replaced++;
+          addStale(record, location);
+        } else if (removedKeySet.has(location.jsonKey)) {
+          report.deleted++;
+          addStale(record, location);
+          removedRecords.push(record);
+        }
+      }
+
+      const rootName = safeName(dataset);
+      const relationalizer = previous
+        ? new Relationalizer(previous)
+        : Relationalizer.create(rootName, {
+            recordField: settings.recordField,
+            inherit: [settings.recordField, ...settings.partitionFields.filter((f) => f !== settings.recordField)],
+          });
+      const staging = path.join(this.parquetRoot, "_staging", runId);
+      const tableReports = new Map<string, TableReport>();
+      const staged: Array<{ table: string; relative: string }> = [];
+      const writeBatch = async () => {
+        const flushed = relationalizer.flush();
+        report.conflicts.push(...flushed.conflicts);
+        for (const table of flushed.tables) {
+          const files = await writeParquet(
+            duck.connection,
+            table,
+            path.join(staging, table.schema.name),
+            runId,
+            this.partitionColumns(table),
+          );
+          const entry = tableReports.get(table.schema.name) ?? {
+            table: table.schema.name,
+            rows: 0,
+            files: 0,
+            bytes: 0,
+          };
+          for (const file of files) {
+            if (!staged.some((s) => s.table === table.schema.name && s.relative === file.relative)) {
+              staged.push({ table: table.schema.name, relative: file.relative });
+              entry.files++;
+            }
+          }
+          entry.rows += table.rows.length;
+          entry.bytes = files.reduce((a, f) => a + f.bytes, 0);
+          tableReports.set(table.schema.name, entry);
+        }
+        return flushed.schema;
+      };
+      const records = new Map<string, RecordLocation>();
+      for (const arrival of arrivals.values()) {
+        relationalizer.add(arrival.document, { recordKey: arrival.recordKey, partition: arrival.partition });
+        records.set(arrival.recordKey, { runId, jsonKey: arrival.key });
+        if (relationalizer.pendingRows >= settings.batchRows) await writeBatch();
+      }
+      const schema = await writeBatch();
+      report.records = records.size;
+
+      // Take replaced and deleted records out of the files of the runs that wrote them.
+      for (const [oldRun, ids] of stale) {
+        for (const table of schema.tables) {
+          const recordColumn = table.columns.find(
+            (c) =>
+              (c.role === "value" || c.role === "inherited") &&
+              c.path.length === 1 &&
+              c.path[0] === settings.recordField,
+          );
+          if (!recordColumn) continue;
+          const dir = path.join(this.parquetRoot, table.name);
+          for (const relative of await listParquet(dir)) {
+            if (path.basename(relative).startsWith(`${oldRun}_`)) {
+              await removeRecords(duck.connection, path.join(dir, relative), recordColumn.name, ids);
+            }
+          }
+        }
+      }
+
+      // Publish: move staged files into place, write the manifest, then commit (until then they do not count).
+      for (const { table, relative } of staged) {
+        const target = path.join(this.parquetRoot, table, relative);
+        await mkdir(path.dirname(target), { recursive: true });
+        await rename(path.join(staging, table, relative), target);
+      }
+      await rm(staging, { recursive: true, force: true });
+      report.tables = [...tableReports.values()];
+      const manifest = {
+        ...report,
+        finishedAt: new Date().toISOString(),
+        files: staged.map((s) => `${s.table}/${s.relative}`),
+      };
+      await mkdir(path.join(this.parquetRoot, "_manifests"), { recursive: true });
+      await writeFile(
+        path.join(this.parquetRoot, "_manifests", `${runId}.json`),
+        `${JSON.stringify(manifest, null, 2)}\n`,
+      );
+      await state.commitRun({
+        runId,
+        dataset,
+        schema,
+        bookmarks: new Map(changed),
+        removedKeys,
+        records,
+        removedRecords,
+        summary: { ...report, tables: report.tables },
+      });
+      return report;
+    } finally {
+      duck.close();
+    }
+  }
+
+  private partitionColumns(table: TableRows): string[] {
+    const fields = new Set(this.ws.config.relationalize.partitionFields);
+    return table.schema.columns
+      .filter(
+        (c) => (c.role === "value" || c.role === "inherited") && c.path.length === 1 && fields.has(c.path[0] as string),
+      )
+      .map((c) => c.name);
+  }
+
+  /** Removes the files of runs that started but never committed (their process died). */
+  private async cleanAbandoned(dataset: string, tables: readonly string[]): Promise<void> {
+    const abandoned = await this.ws.state.relationalize.abandonRuns(dataset);
+    if (abandoned.length === 0) return;
+    const rootName = safeName(dataset);
+    const { readdir } = await import("node:fs/promises");
+    const dirs = new Set(tables);
+    for (const entry of await readdir(this.parquetRoot).catch(() => [] as string[])) {
+      if (entry === rootName || entry.startsWith(`${rootName}_`)) dirs.add(entry);
+    }
+    for (const dir of dirs) {
+      for (const relative of await listParquet(path.join(this.parquetRoot, dir))) {
+        if (abandoned.some((run) => path.basename(relative).startsWith(`${run}_`))) {
+          await rm(path.join(this.parquetRoot, dir, relative), { force: true });
+        }
+      }
+    }
+    for (const run of abandoned)
+      await rm(path.join(this.parquetRoot, "_staging", run), { recursive: true, force: true });
+  }
+}
+
+/** Partition values from a key's `name=value` folders (the dataset folder excepted). */
+export function partitionOf(key: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const part of key.split("/").slice(1, -1)) {
+    const eq = part.indexOf("=");
+    if (eq > 0) out[part.slice(0, eq)] = part.slice(eq + 1);
+  }
+  return out;
+}
+
+function recordKeyOf(document: unknown, field: string): string | undefined {
+  const source = Array.isArray(document) ? document[0] : document;
+  if (typeof source !== "object" || source === null) return undefined;
+  const value = (source as Record<string, unknown>)[field];
+  if (typeof value === "string") return value;
+  if (value !== null && value !== undefined && typeof value === "object" && "value" in value)
+    return String(value.value);
+  return undefined;
+}

@@ -1,0 +1,132 @@
+import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
+import path from "node:path";
+import type { DuckDBConnection } from "@duckdb/node-api";
+import type { ColumnType, TableRows } from "../relationalize/model.js";
+import { ident, literal } from "./duckdb.js";
+
+export interface WrittenFile {
+  /** Path relative to the table's folder, with its partition folders. */
+  relative: string;
+  rows: number;
+  bytes: number;
+}
+
+let tableCounter = 0;
+
+/**
+ * Writes one batch of a table's rows as zstd Parquet under `dir`, split into Hive-style partition folders by
+ * the given columns (kept in the files too, so a file says everything about its rows). File names start with
+ * the run id, which is how an unfinished run's files are found and removed.
+ */
+export async function writeParquet(
+  connection: DuckDBConnection,
+  table: TableRows,
+  dir: string,
+  filePrefix: string,
+  partitionColumns: readonly string[],
+): Promise<WrittenFile[]> {
+  const columns = table.schema.columns;
+  await mkdir(dir, { recursive: true });
+  const name = `batch_${process.pid}_${++tableCounter}`;
+  await connection.run(`CREATE TABLE ${ident(name)} (${columns.map((c) => `${ident(c.name)} ${c.type}`).join(", ")})`);
+  try {
+    const appender = await connection.createAppender(name);
+    const append = columns.map((c) => appenderFor(appender, c.type));
+    for (const row of table.rows) {
+      for (let i = 0; i < append.length; i++) {
+        const value = row[i];
+        if (value === null || value === undefined) appender.appendNull();
+        else (append[i] as (v: unknown) => void)(value);
+      }
+      appender.endRow();
+    }
+    appender.closeSync();
+    const partitions = partitionColumns.filter((p) => columns.some((c) => c.name === p));
+    const options = ["FORMAT parquet", "COMPRESSION zstd", "ROW_GROUP_SIZE 122880"];
+    if (partitions.length > 0) {
+      options.push(
+        `PARTITION_BY (${partitions.map(ident).join(", ")})`,
+        "WRITE_PARTITION_COLUMNS true",
+        `FILENAME_PATTERN ${literal(`${filePrefix}_{i}`)}`,
+        "OVERWRITE_OR_IGNORE true",
+      );
+      await connection.run(`COPY ${ident(name)} TO ${literal(dir)} (${options.join(", ")})`);
+    } else {
+      await connection.run(
+        `COPY ${ident(name)} TO ${literal(path.join(dir, `${filePrefix}_0.parquet`))} (${options.join(", ")})`,
+      );
+    }
+  } finally {
+    await connection.run(`DROP TABLE IF EXISTS ${ident(name)}`);
+  }
+  const files: WrittenFile[] = [];
+  for (const relative of await listParquet(dir)) {
+    if (!path.basename(relative).startsWith(`${filePrefix}_`)) continue;
+    const full = path.join(dir, relative);
+    const count = await connection.runAndReadAll(`SELECT count(*) FROM read_parquet(${literal(full)})`);
+    files.push({ relative, rows: Number(count.getRows()[0]?.[0] ?? 0), bytes: (await stat(full)).size });
+  }
+  return files;
+}
+
+function appenderFor(appender: Awaited<ReturnType<DuckDBConnection["createAppender"]>>, type: ColumnType) {
+  switch (type) {
+    case "BOOLEAN":
+      return (v: unknown) => appender.appendBoolean(v as boolean);
+    case "BIGINT":
+      return (v: unknown) => appender.appendBigInt(v as bigint);
+    case "DOUBLE":
+      return (v: unknown) => appender.appendDouble(v as number);
+    default:
+      return (v: unknown) => appender.appendVarchar(v as string);
+  }
+}
+
+/** Every `.parquet` file below a folder, as paths relative to it, sorted. */
+export async function listParquet(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (at: string, rel: string) => {
+    let entries: import("node:fs").Dirent[];
+    try {
+      entries = await readdir(at, { withFileTypes: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+      throw err;
+    }
+    for (const e of entries) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) await walk(path.join(at, e.name), r);
+      else if (e.name.endsWith(".parquet")) out.push(r);
+    }
+  };
+  await walk(dir, "");
+  return out.sort();
+}
+
+/** Rewrites a Parquet file without the rows of some records (atomically); removes it when nothing is left. */
+export async function removeRecords(
+  connection: DuckDBConnection,
+  file: string,
+  recordColumn: string,
+  records: readonly string[],
+): Promise<number> {
+  const list = records.map(literal).join(", ");
+  const source = `read_parquet(${literal(file)})`;
+  const kept = await connection.runAndReadAll(
+    `SELECT count(*) FROM ${source} WHERE ${ident(recordColumn)} NOT IN (${list})`,
+  );
+  const total = await connection.runAndReadAll(`SELECT count(*) FROM ${source}`);
+  const keptRows = Number(kept.getRows()[0]?.[0] ?? 0);
+  const removed = Number(total.getRows()[0]?.[0] ?? 0) - keptRows;
+  if (removed === 0) return 0;
+  if (keptRows === 0) {
+    await rm(file, { force: true });
+    return removed;
+  }
+  const temp = `${file}.rewrite`;
+  await connection.run(
+    `COPY (SELECT * FROM ${source} WHERE ${ident(recordColumn)} NOT IN (${list})) TO ${literal(temp)} (FORMAT parquet, COMPRESSION zstd)`,
+  );
+  await rename(temp, file);
+  return removed;
+}

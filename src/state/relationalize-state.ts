@@ -1,0 +1,185 @@
+import type { Kysely } from "kysely";
+import { DatasetSchema } from "../relationalize/model.js";
+import type { StateDatabase } from "./database.js";
+
+export interface Bookmark {
+  sizeBytes: number;
+  modifiedMs: number;
+}
+
+export interface RecordLocation {
+  runId: string;
+  jsonKey: string;
+}
+
+export interface RunCommit {
+  runId: string;
+  dataset: string;
+  schema: DatasetSchema;
+  bookmarks: Map<string, Bookmark>;
+  removedKeys: string[];
+  records: Map<string, RecordLocation>;
+  removedRecords: string[];
+  summary: unknown;
+}
+
+const CHUNK = 500;
+
+function chunks<T>(items: readonly T[]): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += CHUNK) out.push(items.slice(i, i + CHUNK));
+  return out;
+}
+
+/** What the relationalize stage keeps: each dataset's table schema, bookmarks, record locations and runs. */
+export class RelationalizeState {
+  constructor(private readonly db: Kysely<StateDatabase>) {}
+
+  async schema(dataset: string): Promise<DatasetSchema | undefined> {
+    const row = await this.db
+      .selectFrom("dataset_schemas")
+      .select("schema")
+      .where("dataset", "=", dataset)
+      .executeTakeFirst();
+    return row && DatasetSchema.parse(JSON.parse(row.schema));
+  }
+
+  async datasets(): Promise<Array<{ dataset: string; schema: DatasetSchema; updatedAt: string }>> {
+    const rows = await this.db.selectFrom("dataset_schemas").selectAll().orderBy("dataset").execute();
+    return rows.map((r) => ({
+      dataset: r.dataset,
+      schema: DatasetSchema.parse(JSON.parse(r.schema)),
+      updatedAt: r.updated_at,
+    }));
+  }
+
+  async bookmarks(dataset: string): Promise<Map<string, Bookmark>> {
+    const rows = await this.db.selectFrom("json_bookmarks").selectAll().where("dataset", "=", dataset).execute();
+    return new Map(rows.map((r) => [r.key, { sizeBytes: Number(r.size_bytes), modifiedMs: Number(r.modified_ms) }]));
+  }
+
+  async records(dataset: string): Promise<Map<string, RecordLocation>> {
+    const rows = await this.db.selectFrom("parquet_records").selectAll().where("dataset", "=", dataset).execute();
+    return new Map(rows.map((r) => [r.record_id, { runId: r.run_id, jsonKey: r.json_key }]));
+  }
+
+  /** Runs that started but never committed (the process died): their files are to be removed. */
+  async abandonRuns(dataset: string): Promise<string[]> {
+    const rows = await this.db
+      .selectFrom("relationalize_runs")
+      .select("run_id")
+      .where("dataset", "=", dataset)
+      .where("status", "=", "running")
+      .execute();
+    if (rows.length > 0) {
+      await this.db
+        .updateTable("relationalize_runs")
+        .set({ status: "abandoned", finished_at: new Date().toISOString() })
+        .where(
+          "run_id",
+          "in",
+          rows.map((r) => r.run_id),
+        )
+        .execute();
+    }
+    return rows.map((r) => r.run_id);
+  }
+
+  async startRun(runId: string, dataset: string): Promise<void> {
+    await this.db
+      .insertInto("relationalize_runs")
+      .values({
+        run_id: runId,
+        dataset,
+        status: "running",
+        started_at: new Date().toISOString(),
+        finished_at: null,
+        summary: null,
+      })
+      .execute();
+  }
+
+  async runs(dataset?: string): Promise<
+    Array<{
+      runId: string;
+      dataset: string;
+      status: string;
+      startedAt: string;
+      finishedAt: string | null;
+      summary: unknown;
+    }>
+  > {
+    let q = this.db.selectFrom("relationalize_runs").selectAll();
+    if (dataset) q = q.where("dataset", "=", dataset);
+    const rows = await q.orderBy("started_at").execute();
+    return rows.map((r) => ({
+      runId: r.run_id,
+      dataset: r.dataset,
+      status: r.status,
+      startedAt: r.started_at,
+      finishedAt: r.finished_at,
+      summary: r.summary === null ? null : JSON.parse(r.summary),
+    }));
+  }
+
+  /** Everything a run changed, in one transaction: until it commits, the run's files do not count. */
+  async commitRun(commit: RunCommit): Promise<void> {
+    const { dataset, runId } = commit;
+    await this.db.transaction().execute(async (trx) => {
+      const now = new Date().toISOString();
+      await trx
+        .insertInto("dataset_schemas")
+        .values({ dataset, schema: JSON.stringify(commit.schema), updated_at: now })
+        .onConflict((oc) =>
+          oc.column("dataset").doUpdateSet({ schema: JSON.stringify(commit.schema), updated_at: now }),
+        )
+        .execute();
+      for (const keys of chunks(commit.removedKeys)) {
+        await trx.deleteFrom("json_bookmarks").where("dataset", "=", dataset).where("key", "in", keys).execute();
+      }
+      for (const part of chunks([...commit.bookmarks])) {
+        await trx
+          .insertInto("json_bookmarks")
+          .values(
+            part.map(([key, b]) => ({
+              dataset,
+              key,
+              size_bytes: b.sizeBytes,
+              modified_ms: b.modifiedMs,
+              run_id: runId,
+            })),
+          )
+          .onConflict((oc) =>
+            oc.columns(["dataset", "key"]).doUpdateSet((eb) => ({
+              size_bytes: eb.ref("excluded.size_bytes"),
+              modified_ms: eb.ref("excluded.modified_ms"),
+              run_id: eb.ref("excluded.run_id"),
+            })),
+          )
+          .execute();
+      }
+      for (const ids of chunks(commit.removedRecords)) {
+        await trx.deleteFrom("parquet_records").where("dataset", "=", dataset).where("record_id", "in", ids).execute();
+      }
+      for (const part of chunks([...commit.records])) {
+        await trx
+          .insertInto("parquet_records")
+          .values(
+            part.map(([record, loc]) => ({ dataset, record_id: record, run_id: loc.runId, json_key: loc.jsonKey })),
+          )
+          .onConflict((oc) =>
+            oc.columns(["dataset", "record_id"]).doUpdateSet((eb) => ({
+              run_id: eb.ref("excluded.run_id"),
+              json_key: eb.ref("excluded.json_key"),
+            })),
+          )
+          .execute();
+      }
+      await trx
+        .updateTable("relationalize_runs")
+        .set({ status: "committed", finished_at: now, summary: JSON.stringify(commit.summary) })
+        .where("run_id", "=", runId)
+        .execute();
+    });
+  }
+}
