@@ -29,6 +29,13 @@ cli("init", demo);
 cli("-w", demo, "ingest", path.join(repo, "sample", "uploads"), generated);
 cli("-w", demo, "status", "--limit", "5");
 cli("-w", demo, "show", "OCJByUtSrVTYtqObYp7XZV_J");
+cli("-w", demo, "relationalize");
+cli(
+  "-w",
+  demo,
+  "query",
+  "SELECT sensorType, count(*) AS samples, round(avg(x), 4) AS mean_x FROM MotionRecord_v1 GROUP BY 1 ORDER BY 2 DESC",
+);
 console.log(
   `\nJSON datasets are in ${path.relative(repo, path.join(demo, "json"))}/, quarantine reports in ${path.relative(repo, path.join(demo, "quarantine"))}/.`,
 );

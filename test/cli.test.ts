@@ -10,6 +10,7 @@ import { FIXTURE_ARCHIVE, FIXTURE_RECORD, fixtureConfig, tempDir } from "./suppo
 
 const REPO = fileURLToPath(new URL("..", import.meta.url));
 const run = promisify(execFile);
+const COMMANDS = ["init", "ingest", "reprocess", "status", "show", "relationalize", "tables", "query", "rebuild-json"];
 
 /** Runs the real CLI in a child process: real argv parsing, real exit codes, real output streams. */
 async function studylake(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -49,8 +50,8 @@ describe("the studylake CLI", () => {
   it("prints help for the program and every command, exiting 0", async () => {
     const top = await studylake("--help");
     expect(top.code).toBe(0);
-    for (const command of ["init", "ingest", "reprocess", "status", "show"]) expect(top.stdout).toContain(command);
-    for (const command of ["init", "ingest", "reprocess", "status", "show"]) {
+    for (const command of COMMANDS) expect(top.stdout).toContain(command);
+    for (const command of COMMANDS) {
       const help = await studylake(command, "--help");
       expect(help.code).toBe(0);
       expect(help.stdout).toMatch(new RegExp(`Usage: studylake ${command}`));
@@ -123,6 +124,38 @@ describe("the studylake CLI", () => {
     expect(reprocess.stdout).toMatch(
       /Reprocessed 1 upload: 0 moved from quarantine to valid \(quarantined→quarantined 1\)/,
     );
+  });
+
+  it("relationalize, tables, query and rebuild-json work from the command line", async () => {
+    const first = await studylake("-w", ws, "relationalize");
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(
+      /MotionRecord_v1: 1 files, 1 records \(0 replaced, 0 deleted\) → MotionRecord_v1 4 rows/,
+    );
+    const again = await studylake("-w", ws, "relationalize", "--json");
+    expect(JSON.parse(again.stdout).every((r: { runId: string | null }) => r.runId === null)).toBe(true);
+
+    const tables = await studylake("-w", ws, "tables", "--json");
+    const motion = JSON.parse(tables.stdout).find((t: { table: string }) => t.table === "MotionRecord_v1");
+    expect(motion).toMatchObject({ rows: 4, parent: null });
+    expect(motion.columns.map((c: { name: string }) => c.name)).toContain("sensorType");
+
+    const csv = await studylake(
+      "-w",
+      ws,
+      "query",
+      "SELECT sensorType, count(*) AS n FROM MotionRecord_v1 GROUP BY 1 ORDER BY 1",
+      "--format",
+      "csv",
+    );
+    expect(csv.stdout.trim().split("\n")).toEqual(["sensorType,n", "accelerometer,1", "gyro,2", ",1"]);
+    const refused = await studylake("-w", ws, "query", "DROP VIEW MotionRecord_v1");
+    expect(refused.code).toBe(1);
+    expect(refused.stderr.trim()).toBe("studylake: only queries (SELECT) are allowed; statement 1 is DROP");
+
+    const rebuilt = await studylake("-w", ws, "rebuild-json", "WeatherResult_v1", FIXTURE_RECORD);
+    expect(rebuilt.code).toBe(0);
+    expect(JSON.parse(rebuilt.stdout)).toMatchObject({ recordid: FIXTURE_RECORD, type: "weather" });
   });
 
   it("takes metadata from flags, and refuses --record-id with several archives", async () => {

@@ -28,7 +28,6 @@ export class QueryRefusedError extends Error {
 /** Read access to the Parquet tables: each table is a view over its files, whatever batch wrote them. */
 export class Catalog {
   private constructor(
-    private readonly ws: Workspace,
     private readonly connection: DuckDBConnection,
     private readonly closeDb: () => void,
     private readonly datasets: Array<{ dataset: string; schema: DatasetSchema }>,
@@ -39,7 +38,7 @@ export class Catalog {
     const duck = await openDuckDB();
     const datasets = await ws.state.relationalize.datasets();
     const root = path.resolve(ws.root, ws.config.paths.parquet);
-    const catalog = new Catalog(ws, duck.connection, duck.close, datasets, root);
+    const catalog = new Catalog(duck.connection, duck.close, datasets, root);
     for (const { schema } of datasets) {
       for (const table of schema.tables) {
         if ((await listParquet(path.join(root, table.name))).length === 0) continue;
@@ -85,15 +84,20 @@ export class Catalog {
   async query(sql: string): Promise<QueryResult> {
     const extracted = await this.connection.extractStatements(sql);
     if (extracted.count === 0) throw new QueryRefusedError("no SQL statement given");
-    let result: QueryResult = { columns: [], rows: [] };
+    // Every statement is checked before any runs.
+    const prepared = [];
     for (let i = 0; i < extracted.count; i++) {
-      const prepared = await extracted.prepare(i);
-      if (prepared.statementType !== StatementType.SELECT) {
+      const statement = await extracted.prepare(i);
+      if (statement.statementType !== StatementType.SELECT) {
         throw new QueryRefusedError(
-          `only queries (SELECT) are allowed; statement ${i + 1} is ${StatementType[prepared.statementType]}`,
+          `only queries (SELECT) are allowed; statement ${i + 1} is ${StatementType[statement.statementType]}`,
         );
       }
-      const reader = await prepared.runAndReadAll();
+      prepared.push(statement);
+    }
+    let result: QueryResult = { columns: [], rows: [] };
+    for (const statement of prepared) {
+      const reader = await statement.runAndReadAll();
       result = { columns: reader.columnNames(), rows: reader.getRowsJS() };
     }
     return result;

@@ -1,0 +1,193 @@
+import { readFileSync } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { stringify } from "lossless-json";
+import { afterEach, describe, expect, it } from "vitest";
+import { Intake } from "../src/intake/intake.js";
+import { Catalog, QueryRefusedError } from "../src/parquet/catalog.js";
+import { RelationalizeStage } from "../src/parquet/stage.js";
+import { listParquet } from "../src/parquet/writer.js";
+import { LocalObjectStore } from "../src/storage/object-store.js";
+import { planBatch, writeBatch } from "../src/synth/generate.js";
+import {
+  FIXTURE_ARCHIVE,
+  FIXTURE_RECORD,
+  FIXTURES,
+  makeWorkspace,
+  type TestWorkspace,
+  tempDir,
+} from "./support/workspace.js";
+
+let t: TestWorkspace | undefined;
+afterEach(async () => {
+  await t?.cleanup();
+  t = undefined;
+});
+
+async function rows(ws: TestWorkspace["ws"], sql: string): Promise<unknown[][]> {
+  const catalog = await Catalog.open(ws);
+  try {
+    return (await catalog.query(sql)).rows;
+  } finally {
+    catalog.close();
+  }
+}
+
+describe("relationalize to Parquet", () => {
+  it("turns the glue fixture datasets into the reference's tables, read straight from their folder", async () => {
+    t = await makeWorkspace();
+    const stage = new RelationalizeStage(t.ws, new LocalObjectStore(path.join(FIXTURES, "glue-json-datasets")));
+    expect(await stage.datasets()).toEqual(["pytest_flat_table", "pytest_nested_table"]);
+    for (const dataset of await stage.datasets()) await stage.run(dataset);
+    expect(
+      await rows(t.ws, "SELECT recordid, assessmentid, year, month, day FROM pytest_flat_table ORDER BY recordid"),
+    ).toEqual([
+      ["one", "exampleassessment", "2022", "09", "01"],
+      ["three", "exampleassessment", "2022", "09", "02"],
+      ["two", "exampleassessment", "2022", "09", "01"],
+    ]);
+    expect(
+      await rows(
+        t.ws,
+        `SELECT c.filename, c.timestamp, c.assessmentid, c.year, c.month, c.day, c.recordid, p.objectfield_filename
+         FROM pytest_nested_table_arrayofobjectsfield c JOIN pytest_nested_table p ON c.id = p.arrayofobjectsfield ORDER BY c.recordid`,
+      ),
+    ).toEqual([
+      ["one", "one", "exampleassessment", "2022", "09", "01", "one", "one"],
+      ["three", "three", "exampleassessment", "2022", "09", "02", "three", "three"],
+      ["two", "two", "exampleassessment", "2022", "09", "01", "two", "two"],
+    ]);
+    // Partitioned like the reference: assessmentid=/year=/month=/day= folders.
+    const files = await listParquet(path.join(stage.parquetRoot, "pytest_flat_table"));
+    expect(files.map((f) => path.dirname(f)).sort()).toEqual([
+      "assessmentid=exampleassessment/year=2022/month=09/day=01",
+      "assessmentid=exampleassessment/year=2022/month=09/day=02",
+    ]);
+  });
+
+  it("runs incrementally: a rerun with nothing new writes nothing, new files add only their records", async () => {
+    t = await makeWorkspace();
+    const dir = await tempDir();
+    await writeBatch(dir, planBatch(20, { valid: 1 }, 1), { seed: 1 });
+    await new Intake(t.ws).ingest([dir]);
+    const stage = new RelationalizeStage(t.ws);
+    const first = await stage.run("MotionRecord_v1");
+    expect(first).toMatchObject({ filesRead: 20, records: 20, replaced: 0 });
+    expect(first.tables).toEqual([expect.objectContaining({ table: "MotionRecord_v1", rows: 80 })]);
+    const again = await stage.run("MotionRecord_v1");
+    expect(again.runId).toBeNull();
+
+    const more = await tempDir();
+    await writeBatch(more, planBatch(5, { valid: 1 }, 2), { seed: 2 });
+    await new Intake(t.ws).ingest([more]);
+    const second = await stage.run("MotionRecord_v1");
+    expect(second).toMatchObject({ filesRead: 5, records: 5, replaced: 0 });
+    expect(await rows(t.ws, "SELECT count(*), count(DISTINCT recordid) FROM MotionRecord_v1")).toEqual([[100n, 25n]]);
+  });
+
+  it("keeps one version of a record per table: a newer upload replaces the old rows, in parent and child tables", async () => {
+    t = await makeWorkspace();
+    await new Intake(t.ws).ingest([FIXTURE_ARCHIVE]);
+    const stage = new RelationalizeStage(t.ws);
+    await stage.run("ArchiveMetadata_v1");
+    // The same record id arrives again with other content (a later upload).
+    const dir = await tempDir();
+    const [upload] = await writeBatch(dir, ["valid"], { seed: 9 });
+    const meta = JSON.parse(readFileSync(`${FIXTURE_ARCHIVE}.metadata.json`, "utf8"));
+    await writeFile(
+      path.join(dir, `${upload!.fileName}.metadata.json`),
+      JSON.stringify({ ...meta, recordid: FIXTURE_RECORD }),
+    );
+    await new Intake(t.ws).ingest([dir]);
+    const second = await stage.run("ArchiveMetadata_v1");
+    expect(second).toMatchObject({ records: 1, replaced: 1 });
+    expect(
+      await rows(
+        t.ws,
+        `SELECT count(*), any_value(taskRunUUID) FROM ArchiveMetadata_v1 WHERE recordid = '${FIXTURE_RECORD}'`,
+      ),
+    ).toEqual([[1n, upload!.recordId]]);
+    expect(await rows(t.ws, "SELECT count(*) FROM ArchiveMetadata_v1_files")).toEqual([[2n]]);
+  });
+
+  it("removes a record's rows when its JSON file is gone", async () => {
+    t = await makeWorkspace();
+    const dir = await tempDir();
+    const uploads = await writeBatch(dir, planBatch(3, { valid: 1 }, 4), { seed: 4 });
+    await new Intake(t.ws).ingest([dir]);
+    const stage = new RelationalizeStage(t.ws);
+    await stage.run("WeatherResult_v1");
+    const gone = (await t.ws.json.list("dataset=WeatherResult_v1/")).find((k) => k.includes(uploads[0]!.recordId))!;
+    await t.ws.json.delete(gone);
+    expect(await stage.run("WeatherResult_v1")).toMatchObject({ deleted: 1, records: 0 });
+    expect(await rows(t.ws, "SELECT count(*) FROM WeatherResult_v1")).toEqual([[2n]]);
+  });
+
+  it("cleans up after a run that died before committing, and then writes every record exactly once", async () => {
+    t = await makeWorkspace();
+    await new Intake(t.ws).ingest([FIXTURE_ARCHIVE]);
+    const stage = new RelationalizeStage(t.ws);
+    // What a killed run leaves: a run marked running, and published files under its id.
+    await t.ws.state.relationalize.startRun("rdead", "MotionRecord_v1");
+    const orphan = path.join(stage.parquetRoot, "MotionRecord_v1", "assessmentid=spelling", "rdead_0.parquet");
+    await mkdir(path.dirname(orphan), { recursive: true });
+    await writeFile(orphan, "not really parquet");
+    const report = await stage.run("MotionRecord_v1");
+    expect(report.records).toBe(1);
+    expect((await listParquet(path.join(stage.parquetRoot, "MotionRecord_v1"))).some((f) => f.includes("rdead"))).toBe(
+      false,
+    );
+    expect(await rows(t.ws, "SELECT count(*) FROM MotionRecord_v1")).toEqual([[4n]]);
+    expect((await t.ws.state.relationalize.runs("MotionRecord_v1")).map((r) => r.status).sort()).toEqual([
+      "abandoned",
+      "committed",
+    ]);
+  });
+
+  it("rebuilds the original documents from Parquet, value for value", async () => {
+    t = await makeWorkspace();
+    await new Intake(t.ws).ingest([FIXTURE_ARCHIVE]);
+    const stage = new RelationalizeStage(t.ws);
+    for (const dataset of await stage.datasets()) await stage.run(dataset);
+    const catalog = await Catalog.open(t.ws);
+    try {
+      for (const dataset of ["MotionRecord_v1", "WeatherResult_v1", "ArchiveMetadata_v1", "AudioLevelRecord_v1"]) {
+        const key = (await t.ws.json.list(`dataset=${dataset}/`))[0]!;
+        const original = JSON.parse((await t.ws.json.get(key)).toString());
+        const rebuilt = JSON.parse(stringify(await catalog.rebuild(dataset, FIXTURE_RECORD)) as string);
+        expect(rebuilt).toEqual(original);
+      }
+      const tables = await catalog.tables();
+      expect(tables.find((x) => x.table === "ArchiveMetadata_v1_files")).toMatchObject({
+        rows: 2,
+        parent: "ArchiveMetadata_v1",
+      });
+    } finally {
+      catalog.close();
+    }
+  });
+
+  it("runs only queries: anything else is refused before it runs", async () => {
+    t = await makeWorkspace();
+    await new Intake(t.ws).ingest([FIXTURE_ARCHIVE]);
+    await new RelationalizeStage(t.ws).run("MotionRecord_v1");
+    const catalog = await Catalog.open(t.ws);
+    try {
+      for (const sql of [
+        "DROP VIEW MotionRecord_v1",
+        "CREATE TABLE x AS SELECT 1",
+        "COPY (SELECT 1) TO '/tmp/x.csv'",
+        "SELECT 1; DROP VIEW MotionRecord_v1",
+      ]) {
+        await expect(catalog.query(sql)).rejects.toThrow(QueryRefusedError);
+      }
+      // A write DuckDB itself cannot even plan fails too, and nothing before it ran.
+      await expect(catalog.query("SELECT 1; DELETE FROM MotionRecord_v1")).rejects.toThrow(
+        /Can only delete from base table/,
+      );
+      expect((await catalog.query("SELECT count(*) AS n FROM MotionRecord_v1")).rows).toEqual([[4n]]);
+    } finally {
+      catalog.close();
+    }
+  });
+});
