@@ -37,5 +37,5 @@ cli(
   "SELECT sensorType, count(*) AS samples, round(avg(x), 4) AS mean_x FROM MotionRecord_v1 GROUP BY 1 ORDER BY 2 DESC",
 );
 console.log(
-  `\nJSON datasets are in ${path.relative(repo, path.join(demo, "json"))}/, quarantine reports in ${path.relative(repo, path.join(demo, "quarantine"))}/.`,
+  `\nJSON datasets: ${path.relative(repo, path.join(demo, "json"))}/  Parquet tables: ${path.relative(repo, path.join(demo, "parquet"))}/  quarantine reports: ${path.relative(repo, path.join(demo, "quarantine"))}/`,
 );
