@@ -191,3 +191,43 @@ describe("relationalize to Parquet", () => {
     }
   });
 });
+
+describe("relationalize in bounded batches", () => {
+  it("writes every row of a run that spans many batches, and a record met twice in one run once", async () => {
+    t = await makeWorkspace({
+      relationalize: {
+        recordField: "recordid",
+        partitionFields: ["assessmentid", "year", "month", "day"],
+        batchRows: 10,
+      },
+    });
+    const folder = path.join(await tempDir(), "json");
+    const day = path.join(folder, "dataset=Samples", "assessmentid=a", "year=2022", "month=2", "day=1");
+    await mkdir(day, { recursive: true });
+    const doc = (id: string, n: number, tag: string) =>
+      JSON.stringify({ recordid: id, tag, samples: Array.from({ length: n }, (_, i) => ({ i })) });
+    // 30 records of 4 samples: batches of about 10 rows, so a run writes many batches into the same partition.
+    await writeFile(
+      path.join(day, "part1.ndjson"),
+      Array.from({ length: 30 }, (_, i) => doc(`r${i}`, 4, "first")).join("\n"),
+    );
+    // A later file repeats r3 (written in an early batch) and r29 (still pending): the later copy wins.
+    const later = path.join(day, "part2.ndjson");
+    await writeFile(later, [doc("r3", 2, "second"), doc("r29", 1, "second")].join("\n"));
+    const { utimes } = await import("node:fs/promises");
+    await utimes(later, new Date(Date.now() + 5000), new Date(Date.now() + 5000));
+
+    const stage = new RelationalizeStage(t.ws, new LocalObjectStore(folder));
+    const report = await stage.run("Samples");
+    expect(report).toMatchObject({ documents: 32, records: 30 });
+    expect(await rows(t.ws, "SELECT count(*), count(DISTINCT recordid) FROM Samples")).toEqual([[30n, 30n]]);
+    expect(await rows(t.ws, "SELECT recordid, tag FROM Samples WHERE tag = 'second' ORDER BY recordid")).toEqual([
+      ["r29", "second"],
+      ["r3", "second"],
+    ]);
+    expect(await rows(t.ws, "SELECT count(*) FROM Samples_samples")).toEqual([[28n * 4n + 2n + 1n]]);
+    expect(await rows(t.ws, "SELECT count(*) FROM Samples_samples WHERE recordid = 'r3'")).toEqual([[2n]]);
+    // Many files were written (one per batch and partition), none lost to another's name.
+    expect((await listParquet(path.join(stage.parquetRoot, "Samples_samples"))).length).toBeGreaterThan(5);
+  });
+});

@@ -4,6 +4,7 @@ import fc from "fast-check";
 import { isLosslessNumber, LosslessNumber, parse, stringify } from "lossless-json";
 import { describe, expect, it } from "vitest";
 import type { TableRows } from "../src/relationalize/model.js";
+import { parseDocument } from "../src/relationalize/parse.js";
 import { rebuildDocuments } from "../src/relationalize/rebuild.js";
 import { Relationalizer } from "../src/relationalize/relationalize.js";
 import { decodeShape } from "../src/relationalize/shape.js";
@@ -349,6 +350,31 @@ describe("lossless: flatten then rebuild returns the input", () => {
             expect(canonical(rebuilt.get(record))).toEqual(canonical(originals.get(record)));
         },
       ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("through the fast parse path too, which must agree with the lossless parser", () => {
+    fc.assert(
+      fc.property(fc.array(document, { minLength: 1, maxLength: 5 }), (docs) => {
+        let schema = Relationalizer.create("r", { recordField: "recordid", inherit: ["recordid"] }).flush().schema;
+        const r = new Relationalizer(schema);
+        const originals = new Map<string, unknown>();
+        docs.forEach((doc, i) => {
+          const text = stringify({ ...doc, recordid: `rec${i}` }) as string;
+          originals.set(`rec${i}`, parse(text));
+          r.add(parseDocument(text), { recordKey: `rec${i}` });
+        });
+        const flushed = r.flush();
+        schema = flushed.schema;
+        const rebuilt = rebuildDocuments(schema, flushed.tables);
+        for (const [record, original] of originals) expect(canonical(rebuilt.get(record))).toEqual(canonical(original));
+        // Kinds, and so types, are the same as the lossless parser gives.
+        const lossless = Relationalizer.create("r", { recordField: "recordid", inherit: ["recordid"] });
+        for (const [record, original] of originals) lossless.add(original, { recordKey: record });
+        const types = (tables: TableRows[]) => tables.map((t) => t.schema.columns.map((c) => `${c.name}:${c.type}`));
+        expect(types(flushed.tables)).toEqual(types(lossless.flush().tables));
+      }),
       { numRuns: 300 },
     );
   });

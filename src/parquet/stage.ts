@@ -1,9 +1,9 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { parse } from "lossless-json";
 import type { TableRows, TypeConflict } from "../relationalize/model.js";
 import { safeName } from "../relationalize/naming.js";
+import { parseDocument } from "../relationalize/parse.js";
 import { Relationalizer } from "../relationalize/relationalize.js";
 import type { Bookmark, RecordLocation } from "../state/relationalize-state.js";
 import type { ObjectStore } from "../storage/object-store.js";
@@ -34,14 +34,6 @@ export interface RelationalizeReport {
   unreadable: Array<{ key: string; line: number; message: string }>;
   tables: TableReport[];
   conflicts: TypeConflict[];
-}
-
-interface Arrival {
-  recordKey: string;
-  document: unknown;
-  key: string;
-  partition: Record<string, string>;
-  modifiedMs: number;
 }
 
 const DATASET_PREFIX = "dataset=";
@@ -110,25 +102,95 @@ export class RelationalizeStage {
       report.runId = runId;
       await state.startRun(runId, dataset);
 
-      // Read what is new; within the run, the newest file wins for a record.
-      const arrivals = new Map<string, Arrival>();
-      for (const [key, info] of changed.sort((a, b) => a[1].modifiedMs - b[1].modifiedMs || (a[0] < b[0] ? -1 : 1))) {
+      const rootName = safeName(dataset);
+      const relationalizer = previous
+        ? new Relationalizer(previous)
+        : Relationalizer.create(rootName, {
+            recordField: settings.recordField,
+            inherit: [settings.recordField, ...settings.partitionFields.filter((f) => f !== settings.recordField)],
+          });
+      const staging = path.join(this.parquetRoot, "_staging", runId);
+      const tableReports = new Map<string, TableReport>();
+      const staged = new Map<string, { table: string; relative: string }>();
+      let batch = 0;
+      let schema = previous;
+      const writeBatch = async () => {
+        const flushed = relationalizer.flush();
+        schema = flushed.schema;
+        report.conflicts.push(...flushed.conflicts);
+        for (const table of flushed.tables) {
+          const prefix = `${runId}_b${batch}`;
+          const dir = path.join(staging, table.schema.name);
+          const files = await writeParquet(duck.connection, table, dir, prefix, this.partitionColumns(table));
+          const entry = tableReports.get(table.schema.name) ?? {
+            table: table.schema.name,
+            rows: 0,
+            files: 0,
+            bytes: 0,
+          };
+          for (const file of files) {
+            staged.set(`${table.schema.name}/${file.relative}`, { table: table.schema.name, relative: file.relative });
+            entry.files++;
+            entry.bytes += file.bytes;
+          }
+          entry.rows += table.rows.length;
+          tableReports.set(table.schema.name, entry);
+        }
+        batch++;
+      };
+
+      // Documents stream through in upload order (oldest file first), a batch of rows at a time. A record met
+      // again later in the run replaces its earlier rows: still pending ones in the relationalizer, already
+      // written ones are taken out of that batch's files at the end.
+      const records = new Map<string, RecordLocation>();
+      const batchOf = new Map<string, number>();
+      const rewrittenInRun = new Map<number, string[]>();
+      const ordered = changed.sort((a, b) => a[1].modifiedMs - b[1].modifiedMs || (a[0] < b[0] ? -1 : 1));
+      for (const [key] of ordered) {
         report.filesRead++;
         const partition = partitionOf(key);
         const lines = (await this.json.get(key)).toString("utf8").split("\n");
-        lines.forEach((line, i) => {
-          if (line.trim() === "") return;
+        for (let i = 0; i < lines.length; i++) {
+          const line = lines[i] as string;
+          if (line.trim() === "") continue;
           let document: unknown;
           try {
-            document = parse(line);
+            document = parseDocument(line);
           } catch (err) {
             report.unreadable.push({ key, line: i + 1, message: (err as Error).message });
-            return;
+            continue;
           }
           report.documents++;
           const recordKey = recordKeyOf(document, settings.recordField) ?? `${key}#${i + 1}`;
-          arrivals.set(recordKey, { recordKey, document, key, partition, modifiedMs: info.modifiedMs });
-        });
+          const earlier = batchOf.get(recordKey);
+          if (earlier !== undefined && earlier < batch)
+            rewrittenInRun.set(earlier, [...(rewrittenInRun.get(earlier) ?? []), recordKey]);
+          relationalizer.add(document, { recordKey, partition });
+          batchOf.set(recordKey, batch);
+          records.set(recordKey, { runId, jsonKey: key });
+          if (relationalizer.pendingRows >= settings.batchRows) await writeBatch();
+        }
+      }
+      await writeBatch();
+      report.records = records.size;
+      if (!schema) throw new Error(`dataset ${dataset}: no schema after relationalizing`);
+      const finalSchema = schema;
+      const recordColumnOf = (table: (typeof finalSchema.tables)[number]) =>
+        table.columns.find(
+          (c) =>
+            (c.role === "value" || c.role === "inherited") && c.path.length === 1 && c.path[0] === settings.recordField,
+        );
+      for (const [oldBatch, ids] of rewrittenInRun) {
+        for (const table of finalSchema.tables) {
+          const column = recordColumnOf(table);
+          if (!column) continue;
+          for (const relative of await listParquet(path.join(staging, table.name))) {
+            if (!path.basename(relative).startsWith(`${runId}_b${oldBatch}_`)) continue;
+            const file = path.join(staging, table.name, relative);
+            await removeRecords(duck.connection, file, column.name, ids);
+            if (!(await exists(file))) staged.delete(`${table.name}/${relative}`);
+          }
+        }
       }
 
       const locations = await state.records(dataset);
@@ -139,7 +201,7 @@ export class RelationalizeStage {
       };
       const removedRecords: string[] = [];
       for (const [record, location] of locations) {
-        if (arrivals.has(record)) {
+        if (records.has(record)) {
           report.replaced++;
           addStale(record, location);
         } else if (removedKeySet.has(location.jsonKey)) {
@@ -149,63 +211,10 @@ export class RelationalizeStage {
         }
       }
 
-      const rootName = safeName(dataset);
-      const relationalizer = previous
-        ? new Relationalizer(previous)
-        : Relationalizer.create(rootName, {
-            recordField: settings.recordField,
-            inherit: [settings.recordField, ...settings.partitionFields.filter((f) => f !== settings.recordField)],
-          });
-      const staging = path.join(this.parquetRoot, "_staging", runId);
-      const tableReports = new Map<string, TableReport>();
-      const staged: Array<{ table: string; relative: string }> = [];
-      const writeBatch = async () => {
-        const flushed = relationalizer.flush();
-        report.conflicts.push(...flushed.conflicts);
-        for (const table of flushed.tables) {
-          const files = await writeParquet(
-            duck.connection,
-            table,
-            path.join(staging, table.schema.name),
-            runId,
-            this.partitionColumns(table),
-          );
-          const entry = tableReports.get(table.schema.name) ?? {
-            table: table.schema.name,
-            rows: 0,
-            files: 0,
-            bytes: 0,
-          };
-          for (const file of files) {
-            if (!staged.some((s) => s.table === table.schema.name && s.relative === file.relative)) {
-              staged.push({ table: table.schema.name, relative: file.relative });
-              entry.files++;
-            }
-          }
-          entry.rows += table.rows.length;
-          entry.bytes = files.reduce((a, f) => a + f.bytes, 0);
-          tableReports.set(table.schema.name, entry);
-        }
-        return flushed.schema;
-      };
-      const records = new Map<string, RecordLocation>();
-      for (const arrival of arrivals.values()) {
-        relationalizer.add(arrival.document, { recordKey: arrival.recordKey, partition: arrival.partition });
-        records.set(arrival.recordKey, { runId, jsonKey: arrival.key });
-        if (relationalizer.pendingRows >= settings.batchRows) await writeBatch();
-      }
-      const schema = await writeBatch();
-      report.records = records.size;
-
       // Take replaced and deleted records out of the files of the runs that wrote them.
       for (const [oldRun, ids] of stale) {
-        for (const table of schema.tables) {
-          const recordColumn = table.columns.find(
-            (c) =>
-              (c.role === "value" || c.role === "inherited") &&
-              c.path.length === 1 &&
-              c.path[0] === settings.recordField,
-          );
+        for (const table of finalSchema.tables) {
+          const recordColumn = recordColumnOf(table);
           if (!recordColumn) continue;
           const dir = path.join(this.parquetRoot, table.name);
           for (const relative of await listParquet(dir)) {
@@ -217,7 +226,7 @@ export class RelationalizeStage {
       }
 
       // Publish: move staged files into place, write the manifest, then commit (until then they do not count).
-      for (const { table, relative } of staged) {
+      for (const { table, relative } of staged.values()) {
         const target = path.join(this.parquetRoot, table, relative);
         await mkdir(path.dirname(target), { recursive: true });
         await rename(path.join(staging, table, relative), target);
@@ -227,7 +236,7 @@ export class RelationalizeStage {
       const manifest = {
         ...report,
         finishedAt: new Date().toISOString(),
-        files: staged.map((s) => `${s.table}/${s.relative}`),
+        files: [...staged.keys()],
       };
       await mkdir(path.join(this.parquetRoot, "_manifests"), { recursive: true });
       await writeFile(
@@ -237,7 +246,7 @@ export class RelationalizeStage {
       await state.commitRun({
         runId,
         dataset,
-        schema,
+        schema: finalSchema,
         bookmarks: new Map(changed),
         removedKeys,
         records,
@@ -279,6 +288,13 @@ export class RelationalizeStage {
     for (const run of abandoned)
       await rm(path.join(this.parquetRoot, "_staging", run), { recursive: true, force: true });
   }
+}
+
+async function exists(file: string): Promise<boolean> {
+  return stat(file).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** Partition values from a key's `name=value` folders (the dataset folder excepted). */

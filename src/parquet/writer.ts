@@ -1,7 +1,15 @@
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
-import type { DuckDBConnection } from "@duckdb/node-api";
-import type { ColumnType, TableRows } from "../relationalize/model.js";
+import {
+  BIGINT,
+  BOOLEAN,
+  DOUBLE,
+  type DuckDBConnection,
+  DuckDBDataChunk,
+  type DuckDBValue,
+  VARCHAR,
+} from "@duckdb/node-api";
+import type { TableRows } from "../relationalize/model.js";
 import { ident, literal } from "./duckdb.js";
 
 export interface WrittenFile {
@@ -12,6 +20,9 @@ export interface WrittenFile {
 }
 
 let tableCounter = 0;
+
+const VECTOR_SIZE = 2048;
+const DUCK_TYPE = { BOOLEAN, BIGINT, DOUBLE, VARCHAR } as const;
 
 /**
  * Writes one batch of a table's rows as zstd Parquet under `dir`, split into Hive-style partition folders by
@@ -30,15 +41,18 @@ export async function writeParquet(
   const name = `batch_${process.pid}_${++tableCounter}`;
   await connection.run(`CREATE TABLE ${ident(name)} (${columns.map((c) => `${ident(c.name)} ${c.type}`).join(", ")})`);
   try {
+    // Rows go in a column at a time, a vector (2,048 rows) per chunk: far fewer native calls than value by value.
     const appender = await connection.createAppender(name);
-    const append = columns.map((c) => appenderFor(appender, c.type));
-    for (const row of table.rows) {
-      for (let i = 0; i < append.length; i++) {
-        const value = row[i];
-        if (value === null || value === undefined) appender.appendNull();
-        else (append[i] as (v: unknown) => void)(value);
+    const types = columns.map((c) => DUCK_TYPE[c.type]);
+    for (let start = 0; start < table.rows.length; start += VECTOR_SIZE) {
+      const end = Math.min(table.rows.length, start + VECTOR_SIZE);
+      const chunk = DuckDBDataChunk.create(types, end - start);
+      for (let c = 0; c < columns.length; c++) {
+        const values = new Array<DuckDBValue>(end - start);
+        for (let r = start; r < end; r++) values[r - start] = ((table.rows[r] as unknown[])[c] ?? null) as DuckDBValue;
+        chunk.setColumnValues(c, values);
       }
-      appender.endRow();
+      appender.appendDataChunk(chunk);
     }
     appender.closeSync();
     const partitions = partitionColumns.filter((p) => columns.some((c) => c.name === p));
@@ -67,19 +81,6 @@ export async function writeParquet(
     files.push({ relative, rows: Number(count.getRows()[0]?.[0] ?? 0), bytes: (await stat(full)).size });
   }
   return files;
-}
-
-function appenderFor(appender: Awaited<ReturnType<DuckDBConnection["createAppender"]>>, type: ColumnType) {
-  switch (type) {
-    case "BOOLEAN":
-      return (v: unknown) => appender.appendBoolean(v as boolean);
-    case "BIGINT":
-      return (v: unknown) => appender.appendBigInt(v as bigint);
-    case "DOUBLE":
-      return (v: unknown) => appender.appendDouble(v as number);
-    default:
-      return (v: unknown) => appender.appendVarchar(v as string);
-  }
 }
 
 /** Every `.parquet` file below a folder, as paths relative to it, sorted. */

@@ -1,4 +1,3 @@
-import type { LosslessNumber } from "lossless-json";
 import {
   type ColumnRole,
   type ColumnSchema,
@@ -11,12 +10,10 @@ import {
 } from "./model.js";
 import { NameRegistry, safeName } from "./naming.js";
 import { encodeShape, type Shape, TAG_OF } from "./shape.js";
-import { columnType, isConflict, isScalar, scalarKind, toColumnValue } from "./types.js";
+import { columnType, isConflict, isScalar, type Scalar, scalarKind, toColumnValue } from "./types.js";
 
 /** Separates keys in internal path keys; never shown. */
 const SEP = "\u0001";
-
-type Scalar = string | boolean | LosslessNumber;
 
 /** A cell waiting for its column: `v…` value columns, `k…` join-key columns, `i…` inherited columns. */
 interface Cell {
@@ -26,6 +23,9 @@ interface Cell {
 }
 
 interface PendingRow {
+  /** The record the row belongs to, and which addition of it (a later one in the same batch replaces it). */
+  record: string;
+  generation: number;
   id: string | null;
   index: number | null;
   cells: Cell[];
@@ -34,6 +34,12 @@ interface PendingRow {
   empties: string[][] | undefined;
   synthetic: string[] | undefined;
   element: number | undefined;
+}
+
+interface Origin {
+  record: string;
+  generation: number;
+  inherited: Cell[];
 }
 
 interface DeferredArray {
@@ -121,6 +127,8 @@ export class Relationalizer {
   private readonly children = new Map<string, TableState>();
   private readonly tableNames: NameRegistry;
   private readonly root: TableState;
+  /** How many times each record was added since the last flush: only its last addition is kept. */
+  private readonly generations = new Map<string, number>();
 
   constructor(private readonly schema: DatasetSchema) {
     this.tableNames = new NameRegistry(schema.tables.map((t) => t.name));
@@ -147,7 +155,9 @@ export class Relationalizer {
     });
   }
 
+  /** Adds a record's document; adding the same record again before `flush` replaces it. */
   add(document: unknown, context: DocumentContext): void {
+    this.generations.set(context.recordKey, (this.generations.get(context.recordKey) ?? 0) + 1);
     if (Array.isArray(document)) {
       document.forEach((element, i) => {
         if (!isObject(element)) throw new RelationalizeError(`element ${i} of the top-level array is not an object`);
@@ -162,7 +172,8 @@ export class Relationalizer {
 
   private addRoot(object: Record<string, unknown>, context: DocumentContext, element: number | undefined): void {
     const base = element === undefined ? context.recordKey : `${context.recordKey}#${element}`;
-    const row = newRow(null, null);
+    const generation = this.generations.get(context.recordKey) ?? 1;
+    const row = newRow(context.recordKey, generation, null, null);
     row.element = element;
     const deferred: DeferredArray[] = [];
     this.walk(this.root, row, object, "", base, deferred);
@@ -183,7 +194,7 @@ export class Relationalizer {
       if (cell && cell.value !== null) inherited.push({ key: `i${field}`, value: cell.value, kind: cell.kind });
     }
     this.root.pending.push(row);
-    this.emitDeferred(deferred, inherited);
+    this.emitDeferred(deferred, { record: context.recordKey, generation, inherited });
   }
 
   private walk(
@@ -216,13 +227,13 @@ export class Relationalizer {
     }
   }
 
-  private emitDeferred(deferred: DeferredArray[], inherited: Cell[]): void {
+  private emitDeferred(deferred: DeferredArray[], origin: Origin): void {
     for (const { table, columnKey, items, joinKey } of deferred) {
       const child = this.childTable(table, columnKey);
       for (let i = 0; i < items.length; i++) {
         const item = items[i];
-        const row = newRow(joinKey, i);
-        row.inherited = inherited;
+        const row = newRow(origin.record, origin.generation, joinKey, i);
+        row.inherited = origin.inherited;
         const nested: DeferredArray[] = [];
         const base = `${joinKey}[${i}]`;
         if (item === null) {
@@ -237,7 +248,7 @@ export class Relationalizer {
           else this.walk(child, row, item, "", base, nested);
         }
         child.pending.push(row);
-        this.emitDeferred(nested, inherited);
+        this.emitDeferred(nested, origin);
       }
     }
   }
@@ -281,6 +292,9 @@ export class Relationalizer {
     const tables: TableRows[] = [];
     const conflicts: TypeConflict[] = [];
     for (const table of this.tables.values()) {
+      if (this.generations.size > 0) {
+        table.pending = table.pending.filter((row) => this.generations.get(row.record) === row.generation);
+      }
       if (table.pending.length === 0) continue;
       this.addNewColumns(table);
       conflicts.push(...this.updateKinds(table));
@@ -291,6 +305,7 @@ export class Relationalizer {
       });
       table.pending = [];
     }
+    this.generations.clear();
     return { tables, schema: structuredClone(this.schema), conflicts };
   }
 
@@ -389,8 +404,10 @@ export class Relationalizer {
   }
 }
 
-function newRow(id: string | null, index: number | null): PendingRow {
+function newRow(record: string, generation: number, id: string | null, index: number | null): PendingRow {
   return {
+    record,
+    generation,
     id,
     index,
     cells: [],

@@ -4,18 +4,23 @@ import type { ColumnType, Kind } from "./model.js";
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 
-/** The kind of a JSON scalar (numbers come from a lossless parse, so `1.0` is a double and `1` an integer). */
-export function scalarKind(value: string | boolean | LosslessNumber): Kind {
+/** A JSON scalar: numbers are JS numbers where that loses nothing (see parse.ts), else exact text. */
+export type Scalar = string | boolean | number | LosslessNumber;
+
+/** The kind of a JSON scalar (`1.0` is a double and `1` an integer). */
+export function scalarKind(value: Scalar): Kind {
   if (typeof value === "string") return "string";
   if (typeof value === "boolean") return "boolean";
+  if (typeof value === "number") return Number.isInteger(value) ? "integer" : "double";
   const text = value.value;
   if (/[.eE]/.test(text)) return "double";
   const n = BigInt(text);
   return n < INT64_MIN || n > INT64_MAX ? "bignum" : "integer";
 }
 
-export function isScalar(value: unknown): value is string | boolean | LosslessNumber {
-  return typeof value === "string" || typeof value === "boolean" || isLosslessNumber(value);
+export function isScalar(value: unknown): value is Scalar {
+  const type = typeof value;
+  return type === "string" || type === "number" || type === "boolean" || isLosslessNumber(value);
 }
 
 type Family = "text" | "boolean" | "number";
@@ -46,9 +51,10 @@ export function isConflict(kinds: Iterable<Kind>): boolean {
 }
 
 /** A scalar's value in a column of the given type. VARCHAR keeps a number's exact text. */
-export function toColumnValue(value: string | boolean | LosslessNumber, type: ColumnType): unknown {
+export function toColumnValue(value: Scalar, type: ColumnType): unknown {
   if (typeof value === "string") return value;
   if (typeof value === "boolean") return type === "BOOLEAN" ? value : String(value);
+  if (typeof value === "number") return type === "BIGINT" ? BigInt(value) : type === "DOUBLE" ? value : String(value);
   switch (type) {
     case "BIGINT":
       return BigInt(value.value);
