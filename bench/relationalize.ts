@@ -96,7 +96,9 @@ async function main(): Promise<void> {
     cases.push(["sensor", "ndjson", 100 * size * scale], ["sensor", "per-record", 100 * size * scale]);
     cases.push(["survey", "ndjson", 5000 * size * scale], ["survey", "per-record", 5000 * size * scale]);
   }
-  console.log("shape   layout      records    MB   rows(a)    a MB/s   a rows/s   b MB/s  a/b   c JSON.parse MB/s");
+  console.log(
+    "shape   layout      records    MB   rows(a)    a MB/s   a rows/s   b MB/s  a/b   c JSON.parse MB/s  a peak RSS MB",
+  );
   for (const [shape, layout, records] of cases) {
     await rm(base, { recursive: true, force: true });
     const input = path.join(base, "json");
@@ -116,7 +118,10 @@ async function main(): Promise<void> {
     await writeFile(path.join(ws, CONFIG_FILE), JSON.stringify({ ...config, fsyncRaw: false }));
     const workspace = await openWorkspace(ws);
     const stage = new RelationalizeStage(workspace, new LocalObjectStore(input));
+    global.gc?.();
+    peakRss = process.memoryUsage().rss;
     const [ours, report] = await timeIt(() => stage.run(shape));
+    const oursPeak = peakRss;
     await workspace.close();
     const rows = report.tables.reduce((a, t) => a + t.rows, 0);
 
@@ -155,11 +160,12 @@ async function main(): Promise<void> {
         (mb / theirs).toFixed(1).padStart(8),
         (theirs / ours).toFixed(2).padStart(5),
         (mb / parseSeconds).toFixed(1).padStart(10),
+        (oursPeak / 1e6).toFixed(0).padStart(15),
       ].join(" "),
     );
   }
   clearInterval(sampler);
-  console.log(`peak RSS ${(peakRss / 1e6).toFixed(0)} MB (studylake and DuckDB share this process)`);
+  console.log("peak RSS: the process's highest resident memory while (a) ran (node + DuckDB + the run)");
   await rm(base, { recursive: true, force: true });
 }
 

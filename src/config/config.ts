@@ -102,12 +102,12 @@ export const Config = z.object({
       /** Partition folders of the Parquet tables; child rows inherit these fields and the record field. */
       partitionFields: z.array(z.string()).default(["assessmentid", "year", "month", "day"]),
       /** Rows gathered before a batch is written: bounds memory whatever the input size. */
-      batchRows: z.number().int().positive().default(200_000),
+      batchRows: z.number().int().positive().default(50_000),
     })
     .default({
       recordField: "recordid",
       partitionFields: ["assessmentid", "year", "month", "day"],
-      batchRows: 200_000,
+      batchRows: 50_000,
     }),
   /** Archives processed at once by one process: overlapping their file I/O matters far more than CPU. */
   concurrency: z.number().int().min(1).max(256).default(8),

@@ -149,9 +149,9 @@ export class RelationalizeStage {
       for (const [key] of ordered) {
         report.filesRead++;
         const partition = partitionOf(key);
-        const lines = (await this.json.get(key)).toString("utf8").split("\n");
-        for (let i = 0; i < lines.length; i++) {
-          const line = lines[i] as string;
+        let i = -1;
+        for await (const line of this.json.lines(key)) {
+          i++;
           if (line.trim() === "") continue;
           let document: unknown;
           try {

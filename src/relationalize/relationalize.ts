@@ -28,7 +28,10 @@ interface PendingRow {
   generation: number;
   id: string | null;
   index: number | null;
-  cells: Cell[];
+  /** The row's cells as parallel arrays (column key, value, kind): no object per value. */
+  keys: string[];
+  values: Array<Scalar | null>;
+  kinds: Array<Kind | null>;
   inherited: Cell[];
   nulls: string[][] | undefined;
   empties: string[][] | undefined;
@@ -49,13 +52,65 @@ interface DeferredArray {
   joinKey: string;
 }
 
+/** Where a column key's values go in an output row. */
+interface Slot {
+  at: number;
+  column: ColumnSchema;
+}
+
+/** One step down a path: the child's path key and column keys, computed once per table. */
+interface Step {
+  pk: string;
+  valueKey: string;
+  arrayKey: string;
+}
+
 class TableState {
   readonly byKey = new Map<string, ColumnSchema>();
   readonly names: NameRegistry;
   /** Path key → original keys, for every path seen in this table. */
   readonly paths = new Map<string, string[]>([["", []]]);
+  private readonly steps = new Map<string, Map<string, Step>>();
   readonly conflicted = new Set<string>();
+  /** Column keys met since the last flush that are not columns yet, and the kinds met per column key. */
+  readonly fresh = new Set<string>();
+  readonly seenKinds = new Map<string, Set<Kind>>();
   pending: PendingRow[] = [];
+
+  step(parentKey: string, key: string): Step {
+    let children = this.steps.get(parentKey);
+    if (!children) {
+      children = new Map();
+      this.steps.set(parentKey, children);
+    }
+    let step = children.get(key);
+    if (!step) {
+      const pk = parentKey + SEP + key;
+      if (!this.paths.has(pk)) this.paths.set(pk, [...(this.paths.get(parentKey) ?? []), key]);
+      step = { pk, valueKey: `v${pk}`, arrayKey: `k${pk}` };
+      children.set(key, step);
+    }
+    return step;
+  }
+
+  /** Records a cell in a row, noting new columns and kinds on the way. */
+  push(row: PendingRow, key: string, value: Scalar | null, kind: Kind | null): void {
+    row.keys.push(key);
+    row.values.push(value);
+    row.kinds.push(kind);
+    this.note(key, kind);
+  }
+
+  note(key: string, kind: Kind | null): void {
+    if (!this.byKey.has(key)) this.fresh.add(key);
+    if (kind === null) return;
+    let kinds = this.seenKinds.get(key);
+    if (!kinds) {
+      kinds = new Set();
+      this.seenKinds.set(key, kinds);
+    }
+    kinds.add(kind);
+  }
 
   constructor(readonly schema: TableSchema) {
     this.names = new NameRegistry(schema.columns.map((c) => c.name));
@@ -184,14 +239,14 @@ export class Relationalizer {
       if (!Object.hasOwn(object, field) && field !== recordField) added.push([field, value]);
     }
     for (const [field, value] of added) {
-      this.seePath(this.root, SEP + field, "", field);
-      row.cells.push({ key: `v${SEP}${field}`, value, kind: "string" });
+      this.root.push(row, this.root.step("", field).valueKey, value, "string");
       row.synthetic = [...(row.synthetic ?? []), field];
     }
     const inherited: Cell[] = [];
     for (const field of this.schema.inherit) {
-      const cell = row.cells.find((c) => c.key === `v${SEP}${field}`);
-      if (cell && cell.value !== null) inherited.push({ key: `i${field}`, value: cell.value, kind: cell.kind });
+      const at = row.keys.indexOf(this.root.step("", field).valueKey);
+      const value = at === -1 ? null : (row.values[at] ?? null);
+      if (value !== null) inherited.push({ key: `i${field}`, value, kind: row.kinds[at] ?? null });
     }
     this.root.pending.push(row);
     this.emitDeferred(deferred, { record: context.recordKey, generation, inherited });
@@ -207,22 +262,21 @@ export class Relationalizer {
   ): void {
     for (const key of Object.keys(object)) {
       const value = object[key];
-      const pk = parentKey + SEP + key;
-      this.seePath(table, pk, parentKey, key);
+      const step = table.step(parentKey, key);
       if (value === null) {
-        row.cells.push({ key: `v${pk}`, value: null, kind: null });
-        row.nulls = [...(row.nulls ?? []), table.paths.get(pk)!];
+        table.push(row, step.valueKey, null, null);
+        row.nulls = [...(row.nulls ?? []), table.paths.get(step.pk)!];
       } else if (isScalar(value)) {
-        row.cells.push({ key: `v${pk}`, value, kind: scalarKind(value) });
+        table.push(row, step.valueKey, value, scalarKind(value));
       } else if (Array.isArray(value)) {
-        const joinKey = `${base}/${encodePath(table.paths.get(pk)!)}`;
-        row.cells.push({ key: `k${pk}`, value: joinKey, kind: null });
-        deferred.push({ table, columnKey: `k${pk}`, items: value, joinKey });
+        const joinKey = `${base}/${encodePath(table.paths.get(step.pk)!)}`;
+        table.push(row, step.arrayKey, joinKey, null);
+        deferred.push({ table, columnKey: step.arrayKey, items: value, joinKey });
       } else if (isObject(value)) {
-        if (Object.keys(value).length === 0) row.empties = [...(row.empties ?? []), table.paths.get(pk)!];
-        else this.walk(table, row, value, pk, base, deferred);
+        if (Object.keys(value).length === 0) row.empties = [...(row.empties ?? []), table.paths.get(step.pk)!];
+        else this.walk(table, row, value, step.pk, base, deferred);
       } else {
-        throw new RelationalizeError(`unsupported value at ${table.paths.get(pk)!.join(".")}`);
+        throw new RelationalizeError(`unsupported value at ${table.paths.get(step.pk)!.join(".")}`);
       }
     }
   }
@@ -234,14 +288,15 @@ export class Relationalizer {
         const item = items[i];
         const row = newRow(origin.record, origin.generation, joinKey, i);
         row.inherited = origin.inherited;
+        for (const cell of origin.inherited) child.note(cell.key, cell.kind);
         const nested: DeferredArray[] = [];
         const base = `${joinKey}[${i}]`;
         if (item === null) {
           row.nulls = [[]];
         } else if (isScalar(item)) {
-          row.cells.push({ key: "v", value: item, kind: scalarKind(item) });
+          child.push(row, "v", item, scalarKind(item));
         } else if (Array.isArray(item)) {
-          row.cells.push({ key: "k", value: base, kind: null });
+          child.push(row, "k", base, null);
           nested.push({ table: child, columnKey: "k", items: item, joinKey: base });
         } else if (isObject(item)) {
           if (Object.keys(item).length === 0) row.empties = [[]];
@@ -251,10 +306,6 @@ export class Relationalizer {
         this.emitDeferred(nested, origin);
       }
     }
-  }
-
-  private seePath(table: TableState, pk: string, parentKey: string, key: string): void {
-    if (!table.paths.has(pk)) table.paths.set(pk, [...table.paths.get(parentKey)!, key]);
   }
 
   private childTable(parent: TableState, columnKey: string): TableState {
@@ -298,10 +349,13 @@ export class Relationalizer {
       if (table.pending.length === 0) continue;
       this.addNewColumns(table);
       conflicts.push(...this.updateKinds(table));
-      const positions = new Map(table.schema.columns.map((c, i) => [c, i]));
+      const at = new Map(table.schema.columns.map((c, i) => [c, i]));
+      const slots = new Map<string, Slot>(
+        [...table.byKey].map(([key, column]) => [key, { at: at.get(column)!, column }]),
+      );
       tables.push({
         schema: structuredClone(table.schema),
-        rows: table.pending.map((row) => this.toRow(table, positions, row)),
+        rows: table.pending.map((row) => this.toRow(table, slots, row)),
       });
       table.pending = [];
     }
@@ -315,11 +369,8 @@ export class Relationalizer {
    * names, then the rest by path; so `a_b` keeps its name and a flattened `a.b` becomes `a_b_2`.
    */
   private addNewColumns(table: TableState): void {
-    const fresh = new Set<string>();
-    for (const row of table.pending) {
-      for (const cell of row.cells) if (!table.byKey.has(cell.key)) fresh.add(cell.key);
-      for (const cell of row.inherited) if (!table.byKey.has(cell.key)) fresh.add(cell.key);
-    }
+    const fresh = new Set([...table.fresh].filter((key) => !table.byKey.has(key)));
+    table.fresh.clear();
     if (fresh.size === 0) return;
     const pathOf = (key: string) => (key[0] === "i" ? [key.slice(1)] : table.paths.get(key.slice(1))!);
     const rawName = (path: string[]) => (path.length > 0 ? path.join("_") : "val");
@@ -347,20 +398,10 @@ export class Relationalizer {
 
   private updateKinds(table: TableState): TypeConflict[] {
     const conflicts: TypeConflict[] = [];
-    const seen = new Map<ColumnSchema, Set<Kind>>();
-    for (const row of table.pending) {
-      for (const cell of row.cells.concat(row.inherited)) {
-        if (cell.kind === null) continue;
-        const column = table.byKey.get(cell.key)!;
-        let kinds = seen.get(column);
-        if (!kinds) {
-          kinds = new Set(column.kinds);
-          seen.set(column, kinds);
-        }
-        kinds.add(cell.kind);
-      }
-    }
-    for (const [column, kinds] of seen) {
+    for (const [key, seen] of table.seenKinds) {
+      const column = table.byKey.get(key);
+      if (!column) continue;
+      const kinds = new Set([...column.kinds, ...seen]);
       column.kinds = [...kinds].sort();
       column.type = columnType(kinds);
       if (isConflict(kinds) && !table.conflicted.has(column.name)) {
@@ -368,38 +409,39 @@ export class Relationalizer {
         conflicts.push({ table: table.schema.name, column: column.name, kinds: column.kinds, resolvedAs: column.type });
       }
     }
+    table.seenKinds.clear();
     return conflicts;
   }
 
-  private toRow(table: TableState, positions: Map<ColumnSchema, number>, row: PendingRow): unknown[] {
-    const columns = table.schema.columns;
-    const out = new Array<unknown>(columns.length).fill(null);
-    const position = (key: string) => positions.get(table.byKey.get(key)!)!;
+  private toRow(table: TableState, slots: Map<string, Slot>, row: PendingRow): unknown[] {
+    const out = new Array<unknown>(table.schema.columns.length).fill(null);
     const shape: Shape = {};
-    if (row.id !== null) out[position("id")] = row.id;
-    if (row.index !== null) out[position("index")] = BigInt(row.index);
-    for (const cell of row.cells) {
-      if (cell.value === null) continue;
-      const column = table.byKey.get(cell.key)!;
-      const at = positions.get(column)!;
-      if (cell.kind === null) {
-        out[at] = cell.value;
+    if (row.id !== null) out[slots.get("id")!.at] = row.id;
+    if (row.index !== null) out[slots.get("index")!.at] = BigInt(row.index);
+    const { keys, values, kinds } = row;
+    for (let i = 0; i < keys.length; i++) {
+      const value = values[i];
+      if (value === null || value === undefined) continue;
+      const { at, column } = slots.get(keys[i] as string)!;
+      const kind = kinds[i];
+      if (kind === null || kind === undefined) {
+        out[at] = value;
         continue;
       }
-      out[at] = toColumnValue(cell.value, column.type);
-      if (column.type === "VARCHAR" && cell.kind !== "string") {
-        shape.t = [...(shape.t ?? []), [column.path, TAG_OF[cell.kind]]];
+      out[at] = toColumnValue(value, column.type);
+      if (column.type === "VARCHAR" && kind !== "string") {
+        shape.t = [...(shape.t ?? []), [column.path, TAG_OF[kind]]];
       }
     }
     for (const cell of row.inherited) {
-      const column = table.byKey.get(cell.key)!;
-      out[positions.get(column)!] = cell.value === null ? null : toColumnValue(cell.value, column.type);
+      const { at, column } = slots.get(cell.key)!;
+      out[at] = cell.value === null ? null : toColumnValue(cell.value, column.type);
     }
     if (row.nulls) shape.n = row.nulls;
     if (row.empties) shape.o = row.empties;
     if (row.synthetic) shape.p = row.synthetic;
     if (row.element !== undefined) shape.e = row.element;
-    out[position("shape")] = encodeShape(shape);
+    out[slots.get("shape")!.at] = encodeShape(shape);
     return out;
   }
 }
@@ -410,7 +452,9 @@ function newRow(record: string, generation: number, id: string | null, index: nu
     generation,
     id,
     index,
-    cells: [],
+    keys: [],
+    values: [],
+    kinds: [],
     inherited: [],
     nulls: undefined,
     empties: undefined,

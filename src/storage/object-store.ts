@@ -1,6 +1,8 @@
 import { randomBytes } from "node:crypto";
+import { createReadStream } from "node:fs";
 import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
+import { createInterface } from "node:readline";
 
 export interface PutOptions {
   /** Flush to disk before the object becomes visible (survives power loss, not only a crash). */
@@ -15,6 +17,8 @@ export interface ObjectStore {
   readonly location: string;
   put(key: string, data: Uint8Array | string, options?: PutOptions): Promise<void>;
   get(key: string): Promise<Buffer>;
+  /** The object's text, line by line, without holding it all in memory. */
+  lines(key: string): AsyncIterable<string>;
   exists(key: string): Promise<boolean>;
   /** Size and modification time, or undefined when there is no such object. */
   head(key: string): Promise<ObjectInfo | undefined>;
@@ -86,6 +90,11 @@ export class LocalObjectStore implements ObjectStore {
 
   get(key: string): Promise<Buffer> {
     return readFile(this.file(key));
+  }
+
+  lines(key: string): AsyncIterable<string> {
+    const stream = createReadStream(this.file(key), { encoding: "utf8", highWaterMark: 1 << 20 });
+    return createInterface({ input: stream, crlfDelay: Number.POSITIVE_INFINITY });
   }
 
   async exists(key: string): Promise<boolean> {
