@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
+import pLimit from "p-limit";
 import type { TableRows, TypeConflict } from "../relationalize/model.js";
 import { safeName } from "../relationalize/naming.js";
 import { parseDocument } from "../relationalize/parse.js";
@@ -37,6 +38,9 @@ export interface RelationalizeReport {
 }
 
 const DATASET_PREFIX = "dataset=";
+const STREAM_FROM_BYTES = 4 * 1024 * 1024;
+/** File reads kept in flight at once: a local disk or object store answers many small reads far faster side by side. */
+const IO_WINDOW = 32;
 
 /**
  * The JSON-to-Parquet stage: reads the JSON files of a dataset that are new or changed since the last run,
@@ -87,10 +91,13 @@ export class RelationalizeStage {
       const prefix = `${DATASET_PREFIX}${dataset}/`;
       const bookmarks = await state.bookmarks(dataset);
       const current = new Map<string, Bookmark>();
-      for (const key of await this.json.list(prefix)) {
-        const info = await this.json.head(key);
+      const keys = await this.json.list(prefix);
+      const limit = pLimit(IO_WINDOW);
+      const infos = await Promise.all(keys.map((key) => limit(() => this.json.head(key))));
+      keys.forEach((key, i) => {
+        const info = infos[i];
         if (info) current.set(key, info);
-      }
+      });
       const changed = [...current].filter(([key, info]) => {
         const seen = bookmarks.get(key);
         return !seen || seen.sizeBytes !== info.sizeBytes || seen.modifiedMs !== info.modifiedMs;
@@ -146,11 +153,22 @@ export class RelationalizeStage {
       const batchOf = new Map<string, number>();
       const rewrittenInRun = new Map<number, string[]>();
       const ordered = changed.sort((a, b) => a[1].modifiedMs - b[1].modifiedMs || (a[0] < b[0] ? -1 : 1));
-      for (const [key] of ordered) {
+      // Small files (one record each, as intake writes) are read whole, several ahead of the one being
+      // processed; large ones are read line by line when their turn comes.
+      const small = (info: Bookmark) => info.sizeBytes < STREAM_FROM_BYTES;
+      const contents = readAhead(
+        ordered,
+        ([key, info]) => (small(info) ? this.json.get(key) : Promise.resolve(null)),
+        IO_WINDOW,
+      );
+      for await (const [[key], content] of contents) {
         report.filesRead++;
         const partition = partitionOf(key);
+        const lines: AsyncIterable<string> | string[] = content
+          ? content.toString("utf8").split("\n")
+          : this.json.lines(key);
         let i = -1;
-        for await (const line of this.json.lines(key)) {
+        for await (const line of lines) {
           i++;
           if (line.trim() === "") continue;
           let document: unknown;
@@ -287,6 +305,28 @@ export class RelationalizeStage {
     }
     for (const run of abandoned)
       await rm(path.join(this.parquetRoot, "_staging", run), { recursive: true, force: true });
+  }
+}
+
+/** Fetches items ahead of the consumer, at most `window` at a time, and yields them in order. */
+async function* readAhead<T, R>(
+  items: readonly T[],
+  fetch: (item: T) => Promise<R>,
+  window: number,
+): AsyncGenerator<[T, R]> {
+  const queue: Array<Promise<R>> = [];
+  let next = 0;
+  const enqueue = () => {
+    const promise = fetch(items[next++] as T);
+    // Awaited below in order; this only keeps an early failure from being reported as unhandled.
+    promise.catch(() => {});
+    queue.push(promise);
+  };
+  while (next < items.length && queue.length < window) enqueue();
+  for (const item of items) {
+    const result = await (queue.shift() as Promise<R>);
+    if (next < items.length) enqueue();
+    yield [item, result];
   }
 }
 
