@@ -121,29 +121,39 @@ export class RelationalizeStage {
       const staged = new Map<string, { table: string; relative: string }>();
       let batch = 0;
       let schema = previous;
+      // A batch is converted here, then written by DuckDB on its own threads while the next batch is
+      // relationalized: at most one write is in flight, and its failure surfaces at the next batch or the end.
+      let writing: Promise<void> = Promise.resolve();
       const writeBatch = async () => {
         const flushed = relationalizer.flush();
         schema = flushed.schema;
         report.conflicts.push(...flushed.conflicts);
-        for (const table of flushed.tables) {
-          const prefix = `${runId}_b${batch}`;
-          const dir = path.join(staging, table.schema.name);
-          const files = await writeParquet(duck.connection, table, dir, prefix, this.partitionColumns(table));
-          const entry = tableReports.get(table.schema.name) ?? {
-            table: table.schema.name,
-            rows: 0,
-            files: 0,
-            bytes: 0,
-          };
-          for (const file of files) {
-            staged.set(`${table.schema.name}/${file.relative}`, { table: table.schema.name, relative: file.relative });
-            entry.files++;
-            entry.bytes += file.bytes;
-          }
-          entry.rows += table.rows.length;
-          tableReports.set(table.schema.name, entry);
-        }
+        const prefix = `${runId}_b${batch}`;
         batch++;
+        await writing;
+        writing = (async () => {
+          for (const table of flushed.tables) {
+            const dir = path.join(staging, table.schema.name);
+            const files = await writeParquet(duck.connection, table, dir, prefix, this.partitionColumns(table));
+            const entry = tableReports.get(table.schema.name) ?? {
+              table: table.schema.name,
+              rows: 0,
+              files: 0,
+              bytes: 0,
+            };
+            for (const file of files) {
+              staged.set(`${table.schema.name}/${file.relative}`, {
+                table: table.schema.name,
+                relative: file.relative,
+              });
+              entry.files++;
+              entry.bytes += file.bytes;
+            }
+            entry.rows += table.rows.length;
+            tableReports.set(table.schema.name, entry);
+          }
+        })();
+        writing.catch(() => {});
       };
 
       // Documents stream through in upload order (oldest file first), a batch of rows at a time. A record met
@@ -190,6 +200,7 @@ export class RelationalizeStage {
         }
       }
       await writeBatch();
+      await writing;
       report.records = records.size;
       if (!schema) throw new Error(`dataset ${dataset}: no schema after relationalizing`);
       const finalSchema = schema;
