@@ -1,8 +1,13 @@
-import { Command, CommanderError, Option } from "commander";
+import path from "node:path";
+import { Argument, Command, CommanderError, Option } from "commander";
+import pino from "pino";
 import { type IngestReport, Intake, type ReprocessReport } from "../intake/intake.js";
 import { Catalog, documentText } from "../parquet/catalog.js";
 import { type RelationalizeReport, RelationalizeStage } from "../parquet/stage.js";
 import { UploadStatus } from "../state/models.js";
+import { RunKind } from "../pipeline/models.js";
+import { Pipeline } from "../pipeline/pipeline.js";
+import { RunStatus } from "../pipeline/status.js";
 import { LocalObjectStore } from "../storage/object-store.js";
 import { initWorkspace } from "../workspace/init.js";
 import { openWorkspace, type Workspace } from "../workspace/workspace.js";
@@ -286,7 +291,170 @@ export function buildProgram(): Command {
       });
     });
 
+  const logLevel = new Option("--log-level <level>", "structured log lines (JSON, on stderr) from this level")
+    .choices(["trace", "debug", "info", "warn", "error", "silent"])
+    .default("info");
+
+  program
+    .command("run")
+    .description("process everything pending once: intake of the drop folder, relationalize, due schedules; then exit")
+    .addOption(logLevel)
+    .option("--json", "machine-readable output")
+    .action(async (opts: { logLevel: string; json?: boolean }) => {
+      await withWorkspace(program, async (ws) => {
+        const pipeline = new Pipeline(ws, { logger: pino({ level: opts.logLevel }, pino.destination(2)) });
+        await pipeline.requestDue();
+        // Whatever intake wrote earlier but was never relationalized is picked up too.
+        for (const dataset of await new RelationalizeStage(ws).datasets()) {
+          await pipeline.requestOnce({ kind: "relationalize", target: dataset, requestedBy: "run" });
+        }
+        const summary = await pipeline.drain();
+        const waiting = await ws.state.pipeline.list({ statuses: ["pending"] });
+        if (opts.json) {
+          printJson({ ...summary, waiting: waiting.length });
+        } else {
+          printRuns(summary.runs);
+          const counts = new Map<string, number>();
+          for (const r of summary.runs) counts.set(r.status, (counts.get(r.status) ?? 0) + 1);
+          const parts = [...counts].map(([status, n]) => `${n} ${status}`);
+          console.log(
+            `Ran ${summary.runs.length} run${summary.runs.length === 1 ? "" : "s"}${parts.length ? `: ${parts.join(", ")}` : ""}` +
+              `${waiting.length ? `; ${waiting.length} waiting to be retried later` : ""}.`,
+          );
+        }
+        if (summary.runs.some((r) => r.status === "failed")) process.exitCode = EXIT_FAILURE;
+      });
+    });
+
+  program
+    .command("worker")
+    .description("keep running: poll the drop folder, schedules and requested runs; stop with Ctrl-C (SIGINT) or SIGTERM")
+    .option("--worker-id <id>", "name of this worker in runs and logs")
+    .addOption(logLevel)
+    .action(async (opts: { workerId?: string; logLevel: string }) => {
+      await withWorkspace(program, async (ws) => {
+        const logger = pino({ level: opts.logLevel }, pino.destination(2));
+        const pipeline = new Pipeline(ws, { logger, ...(opts.workerId ? { workerId: opts.workerId } : {}) });
+        const stop = new AbortController();
+        const onSignal = () => stop.abort();
+        process.once("SIGINT", onSignal);
+        process.once("SIGTERM", onSignal);
+        await pipeline.work(stop.signal);
+      });
+    });
+
+  program
+    .command("request")
+    .description("request a run; with --key, requesting again returns the same run instead of a new one")
+    .addArgument(new Argument("<kind>", "kind of run").choices(RunKind.options))
+    .argument("[target]", "dataset id (relationalize), or intake", "intake")
+    .option("--key <idempotencyKey>", "idempotency key")
+    .option("--path <path...>", "archives or folders to take in (intake; default: the drop folder)")
+    .option("--json", "machine-readable output")
+    .action(async (kind: RunKind, target: string, opts: { key?: string; path?: string[]; json?: boolean }) => {
+      await withWorkspace(program, async (ws) => {
+        const { run, created } = await new Pipeline(ws).request({
+          kind,
+          target,
+          requestedBy: "cli",
+          ...(opts.key ? { idempotencyKey: opts.key } : {}),
+          ...(opts.path ? { params: { paths: opts.path.map((p) => path.resolve(p)) } } : {}),
+        });
+        if (opts.json) printJson({ created, run });
+        else console.log(`${created ? "Requested" : "Already requested"}: run ${run.runId} (${run.kind} ${run.target}), ${run.status}`);
+      });
+    });
+
+  const runs = program
+    .command("runs")
+    .description("list recent pipeline runs with status, duration and counts")
+    .addOption(new Option("--status <status...>", "only runs with these statuses").choices(RunStatus.options))
+    .option("--limit <n>", "how many", "30")
+    .option("--json", "machine-readable output")
+    .action(async (opts: { status?: RunStatus[]; limit: string; json?: boolean }) => {
+      const limit = positiveInt(opts.limit, "--limit");
+      await withWorkspace(program, async (ws) => {
+        const list = await ws.state.pipeline.list({ ...(opts.status ? { statuses: opts.status } : {}), limit });
+        if (opts.json) printJson(list);
+        else if (list.length === 0) console.log("No runs yet.");
+        else printRuns(list);
+      });
+    });
+
+  runs
+    .command("show")
+    .description("show one run: request, steps, errors and summary")
+    .argument("<runId>", "run id")
+    .option("--json", "machine-readable output")
+    .action(async (runId: string, opts: { json?: boolean }) => {
+      await withWorkspace(program, async (ws) => {
+        const run = await ws.state.pipeline.get(runId);
+        if (!run) throw new Error(`no run '${runId}'`);
+        const steps = await ws.state.pipeline.steps(runId);
+        if (opts.json) {
+          printJson({ ...run, steps });
+          return;
+        }
+        console.log(`Run ${run.runId}: ${run.kind} ${run.target}, ${run.status} after ${run.attempts}/${run.maxAttempts} attempts`);
+        console.log(`  requested by ${run.requestedBy} at ${run.createdAt}${run.idempotencyKey ? ` (key ${run.idempotencyKey})` : ""}`);
+        if (run.startedAt) console.log(`  started ${run.startedAt} on ${run.worker}, finished ${run.finishedAt ?? "-"} (${duration(run)})`);
+        if (run.status === "pending" && run.attempts > 0) console.log(`  next attempt at ${run.nextAttemptAt}`);
+        if (run.error) console.log(`  error (${run.errorKind}): ${run.error}`);
+        for (const step of steps) {
+          console.log(`  attempt ${step.attempt} ${step.name}: ${step.status}${step.error ? `: ${step.error}` : ""}`);
+        }
+        if (run.summary) console.log(`  summary: ${JSON.stringify(run.summary)}`);
+      });
+    });
+
+  program
+    .command("retry")
+    .description("run a failed or aborted run again")
+    .argument("<runId>", "run id")
+    .action(async (runId: string) => {
+      await withWorkspace(program, async (ws) => {
+        const moved = await ws.state.pipeline.transition(runId, "pending", { nextAttemptAt: new Date().toISOString(), finishedAt: null });
+        if (!moved) throw new Error(`run '${runId}' is not failed or aborted (see 'studylake runs show ${runId}')`);
+        console.log(`Run ${runId} is pending again.`);
+      });
+    });
+
+  program
+    .command("abort")
+    .description("abort a pending or running run (a running one keeps what it already wrote)")
+    .argument("<runId>", "run id")
+    .action(async (runId: string) => {
+      await withWorkspace(program, async (ws) => {
+        const moved = await ws.state.pipeline.transition(runId, "aborted", { finishedAt: new Date().toISOString() });
+        if (!moved) throw new Error(`run '${runId}' is not pending or running (see 'studylake runs show ${runId}')`);
+        console.log(`Run ${runId} aborted.`);
+      });
+    });
+
   return program;
+}
+
+function duration(run: { startedAt: string | null; finishedAt: string | null }): string {
+  if (!run.startedAt || !run.finishedAt) return "-";
+  const ms = Date.parse(run.finishedAt) - Date.parse(run.startedAt);
+  return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+function printRuns(list: ReadonlyArray<{ runId: string; kind: string; target: string; status: string; attempts: number; error: string | null } & Partial<{ startedAt: string | null; finishedAt: string | null }>>): void {
+  console.log(
+    table([
+      ["run", "kind", "target", "status", "attempts", "duration", "error"],
+      ...list.map((r) => [
+        r.runId,
+        r.kind,
+        r.target,
+        r.status,
+        r.attempts,
+        duration({ startedAt: r.startedAt ?? null, finishedAt: r.finishedAt ?? null }),
+        r.error ?? "",
+      ]),
+    ]),
+  );
 }
 
 async function withCatalog(program: Command, work: (catalog: Catalog) => Promise<void>): Promise<void> {

@@ -36,6 +36,17 @@ const StateConfig = z.discriminatedUnion("kind", [
   }),
 ]);
 
+const Schedule = z.object({
+  name: z.string().regex(/^[A-Za-z0-9_.-]+$/),
+  /** Cron expression (5 or 6 fields), read in `timezone`. */
+  cron: z.string().min(1),
+  /** IANA time zone, for example America/Los_Angeles (the reference runs its daily export at 2am Pacific). */
+  timezone: z.string().default("UTC"),
+  kind: z.enum(["intake", "relationalize"]),
+  /** A dataset id, or `*` for every dataset (relationalize). */
+  target: z.string().default("*"),
+});
+
 export const Limits = z.object({
   /** Largest archive accepted, in bytes. */
   maxArchiveBytes: z
@@ -95,6 +106,21 @@ export const Config = z.object({
   defaultStudyId: z.string().optional(),
   allowedValidationErrors: z.array(AllowedValidationError).default([]),
   limits: Limits.default(Limits.parse({})),
+  pipeline: z
+    .object({
+      /** Archives dropped here are taken in by `studylake run` and `studylake worker`, then moved to `.done/`. */
+      dropFolder: z.string().default("incoming"),
+      /** How long a worker's claim on a target lasts without renewal; a dead worker's runs are retried after it. */
+      leaseSeconds: z.number().int().positive().default(120),
+      maxAttempts: z.number().int().min(1).default(3),
+      /** First retry delay; it doubles with each attempt. */
+      retryBaseSeconds: z.number().nonnegative().default(30),
+      pollSeconds: z.number().positive().default(5),
+      /** Receives an HTTP POST of the run (status, summary, error) when a run succeeds or fails. */
+      webhook: z.url().optional(),
+      schedules: z.array(Schedule).default([]),
+    })
+    .default({ dropFolder: "incoming", leaseSeconds: 120, maxAttempts: 3, retryBaseSeconds: 30, pollSeconds: 5, schedules: [] }),
   relationalize: z
     .object({
       /** The root field that identifies a record: one record per table, the newest upload winning. */

@@ -52,7 +52,8 @@ async function listZips(dir: string): Promise<string[]> {
   const entries = await readdir(dir, { withFileTypes: true });
   for (const entry of entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
     const full = path.join(dir, entry.name);
-    if (entry.isDirectory()) found.push(...(await listZips(full)));
+    // Hidden folders (such as a drop folder's `.done/`) are not searched.
+    if (entry.isDirectory() && !entry.name.startsWith(".")) found.push(...(await listZips(full)));
     else if (entry.isFile() && entry.name.toLowerCase().endsWith(".zip")) found.push(full);
   }
   return found;

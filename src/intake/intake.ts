@@ -43,6 +43,8 @@ export interface IngestReport {
   actions: Record<IngestAction, number>;
   statuses: Record<UploadStatus, number>;
   filesWritten: number;
+  /** Datasets that received documents. */
+  datasets: string[];
   /** Files skipped or not written, per upload (for example a file no dataset mapping names). */
   warnings: Array<{ upload: string; message: string }>;
 }
@@ -77,6 +79,7 @@ interface IngestOneResult {
   item: IngestItem;
   written: number;
   warnings: string[];
+  datasets?: string[];
 }
 
 interface ProcessResult {
@@ -84,6 +87,7 @@ interface ProcessResult {
   message: string | null;
   written: number;
   warnings: string[];
+  datasets?: string[];
 }
 
 /**
@@ -115,7 +119,7 @@ export class Intake {
         }),
       ),
     );
-    for (const { item, written, warnings } of results) record(report, item, { written, warnings });
+    for (const result of results) record(report, result.item, result);
     return report;
   }
 
@@ -252,7 +256,8 @@ export class Intake {
       }
       if (reprocessing) await quarantine.delete(reportKey(upload));
       await state.finishUpload(upload.uploadId, { status: "valid", error: null, summary, files });
-      return { status: "valid", message: null, written: summary.written, warnings: summary.warnings };
+      const datasets = [...new Set(files.flatMap((f) => (f.outputKey && f.datasetId ? [f.datasetId] : [])))];
+      return { status: "valid", message: null, written: summary.written, warnings: summary.warnings, datasets };
     } catch (err) {
       if (!(err instanceof ArchiveError || err instanceof MetadataError)) throw err;
       await quarantine.put(reportKey(upload), report(upload, "rejected", err.message, []));
@@ -339,11 +344,17 @@ function emptyReport(): IngestReport {
     actions: Object.fromEntries(IngestAction.options.map((a) => [a, 0])) as Record<IngestAction, number>,
     statuses: { received: 0, valid: 0, quarantined: 0, rejected: 0, superseded: 0 },
     filesWritten: 0,
+    datasets: [],
     warnings: [],
   };
 }
 
-function record(report: IngestReport, item: IngestItem, result: { written: number; warnings: string[] }): void {
+function record(
+  report: IngestReport,
+  item: IngestItem,
+  result: { written: number; warnings: string[]; datasets?: string[] },
+): void {
+  for (const dataset of result.datasets ?? []) if (!report.datasets.includes(dataset)) report.datasets.push(dataset);
   report.items.push(item);
   report.actions[item.action] += 1;
   if (item.status) report.statuses[item.status] += 1;

@@ -69,6 +69,50 @@ export interface RelationalizeRunsTable {
   summary: string | null;
 }
 
+export interface RunsTable {
+  run_id: string;
+  seq: number;
+  kind: string;
+  target: string;
+  params: string;
+  requested_by: string;
+  idempotency_key: string | null;
+  status: string;
+  attempts: number;
+  max_attempts: number;
+  next_attempt_at: string;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  worker: string | null;
+  error: string | null;
+  error_kind: string | null;
+  summary: string | null;
+}
+
+export interface RunStepsTable {
+  run_id: string;
+  attempt: number;
+  name: string;
+  status: string;
+  started_at: string;
+  finished_at: string | null;
+  error: string | null;
+  summary: string | null;
+}
+
+export interface LeasesTable {
+  target: string;
+  holder: string;
+  run_id: string;
+  expires_at: string;
+}
+
+export interface SchedulesTable {
+  name: string;
+  last_tick: string;
+}
+
 export interface StateDatabase {
   uploads: UploadsTable;
   upload_files: UploadFilesTable;
@@ -76,6 +120,10 @@ export interface StateDatabase {
   json_bookmarks: JsonBookmarksTable;
   parquet_records: ParquetRecordsTable;
   relationalize_runs: RelationalizeRunsTable;
+  runs: RunsTable;
+  run_steps: RunStepsTable;
+  leases: LeasesTable;
+  schedules: SchedulesTable;
 }
 
 export type Dialect = "sqlite" | "postgres";

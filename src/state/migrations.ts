@@ -84,4 +84,58 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0003_pipeline": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable("runs")
+        .addColumn("run_id", "text", (c) => c.primaryKey())
+        // Order of request; runs of one target start in this order.
+        .addColumn("seq", "integer", (c) => c.notNull().unique())
+        .addColumn("kind", "text", (c) => c.notNull())
+        .addColumn("target", "text", (c) => c.notNull())
+        .addColumn("params", "text", (c) => c.notNull())
+        .addColumn("requested_by", "text", (c) => c.notNull())
+        .addColumn("idempotency_key", "text", (c) => c.unique())
+        .addColumn("status", "text", (c) => c.notNull())
+        .addColumn("attempts", "integer", (c) => c.notNull())
+        .addColumn("max_attempts", "integer", (c) => c.notNull())
+        .addColumn("next_attempt_at", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("started_at", "text")
+        .addColumn("finished_at", "text")
+        .addColumn("worker", "text")
+        .addColumn("error", "text")
+        .addColumn("error_kind", "text")
+        .addColumn("summary", "text")
+        .execute();
+      await db.schema.createIndex("runs_target_seq").on("runs").columns(["target", "seq"]).execute();
+      await db.schema.createIndex("runs_status").on("runs").columns(["status", "next_attempt_at"]).execute();
+      await db.schema
+        .createTable("run_steps")
+        .addColumn("run_id", "text", (c) => c.notNull())
+        .addColumn("attempt", "integer", (c) => c.notNull())
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("status", "text", (c) => c.notNull())
+        .addColumn("started_at", "text", (c) => c.notNull())
+        .addColumn("finished_at", "text")
+        .addColumn("error", "text")
+        .addColumn("summary", "text")
+        .addPrimaryKeyConstraint("run_steps_pk", ["run_id", "attempt", "name"])
+        .execute();
+      // One writer per target: a worker holds the lease while it runs, renews it, and loses it when it dies.
+      await db.schema
+        .createTable("leases")
+        .addColumn("target", "text", (c) => c.primaryKey())
+        .addColumn("holder", "text", (c) => c.notNull())
+        .addColumn("run_id", "text", (c) => c.notNull())
+        .addColumn("expires_at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable("schedules")
+        .addColumn("name", "text", (c) => c.primaryKey())
+        .addColumn("last_tick", "text", (c) => c.notNull())
+        .execute();
+    },
+  },
 };
+

@@ -9,6 +9,7 @@ import {
   type UploadsTable,
 } from "./database.js";
 import { type Upload, type UploadFile, UploadStatus, type UploadSummary } from "./models.js";
+import { PipelineState } from "./pipeline-state.js";
 import { RelationalizeState } from "./relationalize-state.js";
 
 export interface NewUpload {
@@ -44,6 +45,8 @@ export interface UploadQuery {
 export class StateStore {
   /** The relationalize stage's tables. */
   readonly relationalize: RelationalizeState;
+  /** Pipeline runs, leases and schedules. */
+  readonly pipeline: PipelineState;
 
   private constructor(
     private readonly db: Kysely<StateDatabase>,
@@ -51,6 +54,7 @@ export class StateStore {
     readonly description: string,
   ) {
     this.relationalize = new RelationalizeState(db);
+    this.pipeline = new PipelineState(db);
   }
 
   static async open(config: StateConfig, root: string): Promise<StateStore> {

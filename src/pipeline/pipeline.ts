@@ -1,0 +1,258 @@
+import { randomUUID } from "node:crypto";
+import { mkdir, readdir, rename } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import pino, { type Logger } from "pino";
+import { SIDECAR_SUFFIX } from "../intake/discover.js";
+import { Intake } from "../intake/intake.js";
+import { RelationalizeStage } from "../parquet/stage.js";
+import type { Workspace } from "../workspace/workspace.js";
+import { backoffSeconds, isTransient } from "./errors.js";
+import type { Run, RunKind, RunRequest } from "./models.js";
+import { dueTick } from "./schedule.js";
+
+/** What an executor reports: a summary to keep with the run, whether there was anything to do, follow-up requests. */
+export interface ExecutorResult {
+  summary: unknown;
+  skipped?: boolean;
+  followUps?: RunRequest[];
+}
+
+export type Executor = (run: Run, context: { ws: Workspace; log: Logger }) => Promise<ExecutorResult>;
+
+/** A failure of part of the work that a later attempt may fix (an archive could not be read or recorded). */
+export class PartialFailure extends Error {
+  override name = "PartialFailure";
+  readonly transient = true;
+}
+
+const DONE_FOLDER = ".done";
+
+/** The built-in kinds of run. Each is idempotent, so a retried or resumed run never duplicates anything. */
+export const EXECUTORS: Record<RunKind, Executor> = {
+  async intake(run, { ws, log }) {
+    const drop = path.resolve(ws.root, ws.config.pipeline.dropFolder);
+    const paths = (run.params.paths as string[] | undefined) ?? [drop];
+    const report = await new Intake(ws).ingest(paths);
+    log.info({ actions: report.actions, statuses: report.statuses }, "intake finished");
+    if (report.actions.failed > 0) {
+      const first = report.items.find((i) => i.action === "failed");
+      throw new PartialFailure(`${report.actions.failed} archives could not be taken in (first: ${first?.source}: ${first?.message})`);
+    }
+    // Archives taken in leave the drop folder (their raw copies are kept under raw/), so the next poll skips them.
+    if (paths.length === 1 && paths[0] === drop) await moveDone(drop, run.runId, report.items.map((i) => i.source));
+    return {
+      summary: {
+        archives: report.items.length,
+        actions: report.actions,
+        statuses: report.statuses,
+        filesWritten: report.filesWritten,
+        datasets: report.datasets,
+      },
+      skipped: report.items.length === 0,
+      followUps: report.datasets.map((dataset) => ({ kind: "relationalize", target: dataset, requestedBy: `run:${run.runId}` })),
+    };
+  },
+
+  async relationalize(run, { ws, log }) {
+    const report = await new RelationalizeStage(ws).run(run.target);
+    log.info({ records: report.records, replaced: report.replaced, deleted: report.deleted }, "relationalize finished");
+    return { summary: report, skipped: report.runId === null };
+  },
+};
+
+async function moveDone(drop: string, runId: string, sources: string[]): Promise<void> {
+  const done = path.join(drop, DONE_FOLDER, runId);
+  for (const source of sources) {
+    if (path.dirname(source) !== drop && !source.startsWith(drop + path.sep)) continue;
+    const relative = path.relative(drop, source);
+    for (const file of [source, `${source}${SIDECAR_SUFFIX}`]) {
+      const target = path.join(done, file === source ? relative : `${relative}${SIDECAR_SUFFIX}`);
+      await mkdir(path.dirname(target), { recursive: true });
+      await rename(file, target).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== "ENOENT") throw err;
+      });
+    }
+  }
+}
+
+export interface PipelineOptions {
+  workerId?: string;
+  logger?: Logger;
+  executors?: Partial<Record<RunKind, Executor>>;
+}
+
+export interface WorkSummary {
+  runs: Array<Pick<Run, "runId" | "kind" | "target" | "status" | "attempts" | "error">>;
+}
+
+/**
+ * Runs pipeline work from the state store: claims the next run, holds its target's lease (renewed while it
+ * works), executes it, and records the outcome. Several workers, in one process or many, on one state store,
+ * share the work safely.
+ */
+export class Pipeline {
+  readonly workerId: string;
+  readonly log: Logger;
+  private readonly executors: Record<RunKind, Executor>;
+
+  constructor(
+    private readonly ws: Workspace,
+    options: PipelineOptions = {},
+  ) {
+    this.workerId = options.workerId ?? `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+    this.log = (options.logger ?? pino({ level: "silent" })).child({ worker: this.workerId });
+    this.executors = { ...EXECUTORS, ...options.executors };
+  }
+
+  private get state() {
+    return this.ws.state.pipeline;
+  }
+
+  request(request: RunRequest): Promise<{ run: Run; created: boolean }> {
+    return this.state.request(request, this.ws.config.pipeline.maxAttempts);
+  }
+
+  /** Requests a run unless one for the same kind and target is already waiting or running. */
+  async requestOnce(request: RunRequest): Promise<Run> {
+    const queued = await this.state.queued(request.kind, request.target);
+    return queued ?? (await this.request(request)).run;
+  }
+
+  /** Requests what is due: an intake when archives wait in the drop folder, and every schedule's missed tick. */
+  async requestDue(now = new Date()): Promise<Run[]> {
+    const runs: Run[] = [];
+    const drop = path.resolve(this.ws.root, this.ws.config.pipeline.dropFolder);
+    if (await hasArchives(drop)) runs.push(await this.requestOnce({ kind: "intake", target: "intake", requestedBy: "drop-folder" }));
+    for (const schedule of this.ws.config.pipeline.schedules) {
+      const tick = dueTick(schedule.cron, schedule.timezone, await this.state.lastTick(schedule.name), now);
+      if (!tick) continue;
+      const targets =
+        schedule.kind === "relationalize" && schedule.target === "*"
+          ? await new RelationalizeStage(this.ws).datasets()
+          : [schedule.kind === "intake" ? "intake" : schedule.target];
+      for (const target of targets) {
+        const key = `schedule:${schedule.name}:${tick}:${target}`;
+        const { run } = await this.request({ kind: schedule.kind, target, requestedBy: `schedule:${schedule.name}`, idempotencyKey: key });
+        runs.push(run);
+      }
+      await this.state.setLastTick(schedule.name, tick);
+      this.log.info({ schedule: schedule.name, tick }, "schedule due");
+    }
+    return runs;
+  }
+
+  /** Claims and executes one run; undefined when nothing is runnable now. */
+  async runNext(): Promise<Run | undefined> {
+    const leaseMs = this.ws.config.pipeline.leaseSeconds * 1000;
+    const run = await this.state.claim(this.workerId, leaseMs);
+    if (!run) return undefined;
+    const log = this.log.child({ runId: run.runId, kind: run.kind, target: run.target, attempt: run.attempts });
+    log.info("run started");
+    const heartbeat = setInterval(() => {
+      const expires = new Date(Date.now() + leaseMs).toISOString();
+      this.state.takeLease(run.target, this.workerId, run.runId, expires).then(
+        (held) => {
+          if (!held) log.warn("lost the lease on the run's target");
+        },
+        (err: Error) => log.warn({ err }, "could not renew the lease"),
+      );
+    }, leaseMs / 3);
+    await this.state.startStep(run.runId, run.attempts, run.kind);
+    try {
+      const result = await this.executors[run.kind](run, { ws: this.ws, log });
+      const status = result.skipped ? "skipped" : "succeeded";
+      await this.state.finishStep(run.runId, run.attempts, run.kind, status, result.summary, null);
+      const recorded = await this.state.transition(run.runId, status, { summary: result.summary, finishedAt: new Date().toISOString() });
+      if (!recorded) log.warn("the run was aborted while it ran; its outputs are kept, its status stays aborted");
+      for (const followUp of result.followUps ?? []) await this.requestOnce(followUp);
+      log.info({ status }, "run finished");
+    } catch (err) {
+      const message = (err as Error).message;
+      const transient = isTransient(err) || (err as { transient?: boolean }).transient === true;
+      await this.state.finishStep(run.runId, run.attempts, run.kind, "failed", null, message);
+      if (transient && run.attempts < run.maxAttempts) {
+        const wait = backoffSeconds(run.attempts, this.ws.config.pipeline.retryBaseSeconds);
+        const nextAttemptAt = new Date(Date.now() + wait * 1000).toISOString();
+        await this.state.transition(run.runId, "pending", { error: message, errorKind: "transient", nextAttemptAt });
+        log.warn({ err: message, retryInSeconds: wait }, "run failed; will retry");
+      } else {
+        await this.state.transition(run.runId, "failed", {
+          error: message,
+          errorKind: transient ? "transient" : "permanent",
+          finishedAt: new Date().toISOString(),
+        });
+        log.error({ err: message, transient }, "run failed");
+      }
+    } finally {
+      clearInterval(heartbeat);
+      await this.state.releaseLease(run.target, this.workerId, run.runId);
+    }
+    const finished = (await this.state.get(run.runId)) ?? run;
+    if (finished.status === "succeeded" || finished.status === "failed") await this.notify(finished, log);
+    return finished;
+  }
+
+  /** Executes runs until none is runnable now (runs waiting for a retry later stay pending). */
+  async drain(): Promise<WorkSummary> {
+    const summary: WorkSummary = { runs: [] };
+    for (let run = await this.runNext(); run; run = await this.runNext()) {
+      summary.runs.push({ runId: run.runId, kind: run.kind, target: run.target, status: run.status, attempts: run.attempts, error: run.error });
+    }
+    return summary;
+  }
+
+  /** Polls for work until the signal aborts: requests what is due, then drains. */
+  async work(signal: AbortSignal): Promise<void> {
+    const pollMs = this.ws.config.pipeline.pollSeconds * 1000;
+    this.log.info({ pollSeconds: pollMs / 1000 }, "worker started");
+    while (!signal.aborted) {
+      try {
+        await this.requestDue();
+        await this.drain();
+      } catch (err) {
+        this.log.error({ err: (err as Error).message }, "worker cycle failed; trying again after the poll interval");
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, pollMs);
+        signal.addEventListener("abort", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    this.log.info("worker stopped");
+  }
+
+  /** Posts the run to the configured webhook; a failed notification is logged and never fails the run. */
+  private async notify(run: Run, log: Logger): Promise<void> {
+    const url = this.ws.config.pipeline.webhook;
+    log.info({ status: run.status, error: run.error }, `run ${run.status}`);
+    if (!url) return;
+    try {
+      const response = await fetch(url, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ event: `run.${run.status}`, run }),
+        signal: AbortSignal.timeout(10_000),
+      });
+      if (!response.ok) log.warn({ status: response.status }, "webhook answered with an error");
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, "webhook could not be reached");
+    }
+  }
+}
+
+async function hasArchives(dir: string): Promise<boolean> {
+  let entries: import("node:fs").Dirent[];
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch {
+    return false;
+  }
+  for (const entry of entries) {
+    if (entry.isFile() && entry.name.toLowerCase().endsWith(".zip")) return true;
+    if (entry.isDirectory() && !entry.name.startsWith(".") && (await hasArchives(path.join(dir, entry.name)))) return true;
+  }
+  return false;
+}
