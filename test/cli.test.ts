@@ -10,7 +10,23 @@ import { FIXTURE_ARCHIVE, FIXTURE_RECORD, fixtureConfig, tempDir } from "./suppo
 
 const REPO = fileURLToPath(new URL("..", import.meta.url));
 const run = promisify(execFile);
-const COMMANDS = ["init", "ingest", "reprocess", "status", "show", "relationalize", "tables", "query", "rebuild-json"];
+const COMMANDS = [
+  "init",
+  "ingest",
+  "reprocess",
+  "status",
+  "show",
+  "relationalize",
+  "tables",
+  "query",
+  "rebuild-json",
+  "run",
+  "worker",
+  "request",
+  "runs",
+  "retry",
+  "abort",
+];
 
 /** Runs the real CLI in a child process: real argv parsing, real exit codes, real output streams. */
 async function studylake(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -51,11 +67,11 @@ describe("the studylake CLI", () => {
     const top = await studylake("--help");
     expect(top.code).toBe(0);
     for (const command of COMMANDS) expect(top.stdout).toContain(command);
-    for (const command of COMMANDS) {
-      const help = await studylake(command, "--help");
+    const helps = await Promise.all(COMMANDS.map((command) => studylake(command, "--help")));
+    helps.forEach((help, i) => {
       expect(help.code).toBe(0);
-      expect(help.stdout).toMatch(new RegExp(`Usage: studylake ${command}`));
-    }
+      expect(help.stdout).toMatch(new RegExp(`Usage: studylake ${COMMANDS[i]}`));
+    });
   });
 
   it("exits 2 on wrong usage and 1 when the work fails, with one line on stderr", async () => {
@@ -156,6 +172,41 @@ describe("the studylake CLI", () => {
     const rebuilt = await studylake("-w", ws, "rebuild-json", "WeatherResult_v1", FIXTURE_RECORD);
     expect(rebuilt.code).toBe(0);
     expect(JSON.parse(rebuilt.stdout)).toMatchObject({ recordid: FIXTURE_RECORD, type: "weather" });
+  });
+
+  it("request, run, runs, runs show, abort and retry work from the command line", async () => {
+    const first = JSON.parse(
+      (await studylake("-w", ws, "request", "relationalize", "MotionRecord_v1", "--key", "k1", "--json")).stdout,
+    );
+    const again = JSON.parse(
+      (await studylake("-w", ws, "request", "relationalize", "MotionRecord_v1", "--key", "k1", "--json")).stdout,
+    );
+    expect(first.created).toBe(true);
+    expect(again).toMatchObject({ created: false, run: { runId: first.run.runId } });
+    const queued = JSON.parse(
+      (await studylake("-w", ws, "request", "relationalize", "WeatherResult_v1", "--json")).stdout,
+    );
+    expect((await studylake("-w", ws, "abort", queued.run.runId)).stdout).toMatch(/aborted/);
+
+    const run = await studylake("-w", ws, "run", "--log-level", "silent");
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/Ran \d+ runs: \d+ skipped\./);
+    const list = JSON.parse((await studylake("-w", ws, "runs", "--json")).stdout);
+    expect(list.find((r: { runId: string }) => r.runId === first.run.runId)).toMatchObject({
+      status: "skipped",
+      attempts: 1,
+    });
+    expect(list.find((r: { runId: string }) => r.runId === queued.run.runId)).toMatchObject({
+      status: "aborted",
+      attempts: 0,
+    });
+
+    const show = await studylake("-w", ws, "runs", "show", first.run.runId);
+    expect(show.stdout).toMatch(/relationalize MotionRecord_v1, skipped after 1\/3 attempts/);
+    expect(show.stdout).toMatch(/attempt 1 relationalize: skipped/);
+    expect((await studylake("-w", ws, "retry", first.run.runId)).code).toBe(1);
+    expect((await studylake("-w", ws, "retry", queued.run.runId)).stdout).toMatch(/pending again/);
+    expect((await studylake("-w", ws, "runs", "show", "nope")).code).toBe(1);
   });
 
   it("takes metadata from flags, and refuses --record-id with several archives", async () => {

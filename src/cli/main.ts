@@ -4,10 +4,10 @@ import pino from "pino";
 import { type IngestReport, Intake, type ReprocessReport } from "../intake/intake.js";
 import { Catalog, documentText } from "../parquet/catalog.js";
 import { type RelationalizeReport, RelationalizeStage } from "../parquet/stage.js";
-import { UploadStatus } from "../state/models.js";
 import { RunKind } from "../pipeline/models.js";
 import { Pipeline } from "../pipeline/pipeline.js";
 import { RunStatus } from "../pipeline/status.js";
+import { UploadStatus } from "../state/models.js";
 import { LocalObjectStore } from "../storage/object-store.js";
 import { initWorkspace } from "../workspace/init.js";
 import { openWorkspace, type Workspace } from "../workspace/workspace.js";
@@ -328,7 +328,9 @@ export function buildProgram(): Command {
 
   program
     .command("worker")
-    .description("keep running: poll the drop folder, schedules and requested runs; stop with Ctrl-C (SIGINT) or SIGTERM")
+    .description(
+      "keep running: poll the drop folder, schedules and requested runs; stop with Ctrl-C (SIGINT) or SIGTERM",
+    )
     .option("--worker-id <id>", "name of this worker in runs and logs")
     .addOption(logLevel)
     .action(async (opts: { workerId?: string; logLevel: string }) => {
@@ -361,7 +363,10 @@ export function buildProgram(): Command {
           ...(opts.path ? { params: { paths: opts.path.map((p) => path.resolve(p)) } } : {}),
         });
         if (opts.json) printJson({ created, run });
-        else console.log(`${created ? "Requested" : "Already requested"}: run ${run.runId} (${run.kind} ${run.target}), ${run.status}`);
+        else
+          console.log(
+            `${created ? "Requested" : "Already requested"}: run ${run.runId} (${run.kind} ${run.target}), ${run.status}`,
+          );
       });
     });
 
@@ -395,9 +400,16 @@ export function buildProgram(): Command {
           printJson({ ...run, steps });
           return;
         }
-        console.log(`Run ${run.runId}: ${run.kind} ${run.target}, ${run.status} after ${run.attempts}/${run.maxAttempts} attempts`);
-        console.log(`  requested by ${run.requestedBy} at ${run.createdAt}${run.idempotencyKey ? ` (key ${run.idempotencyKey})` : ""}`);
-        if (run.startedAt) console.log(`  started ${run.startedAt} on ${run.worker}, finished ${run.finishedAt ?? "-"} (${duration(run)})`);
+        console.log(
+          `Run ${run.runId}: ${run.kind} ${run.target}, ${run.status} after ${run.attempts}/${run.maxAttempts} attempts`,
+        );
+        console.log(
+          `  requested by ${run.requestedBy} at ${run.createdAt}${run.idempotencyKey ? ` (key ${run.idempotencyKey})` : ""}`,
+        );
+        if (run.startedAt)
+          console.log(
+            `  started ${run.startedAt} on ${run.worker}, finished ${run.finishedAt ?? "-"} (${duration(run)})`,
+          );
         if (run.status === "pending" && run.attempts > 0) console.log(`  next attempt at ${run.nextAttemptAt}`);
         if (run.error) console.log(`  error (${run.errorKind}): ${run.error}`);
         for (const step of steps) {
@@ -413,7 +425,10 @@ export function buildProgram(): Command {
     .argument("<runId>", "run id")
     .action(async (runId: string) => {
       await withWorkspace(program, async (ws) => {
-        const moved = await ws.state.pipeline.transition(runId, "pending", { nextAttemptAt: new Date().toISOString(), finishedAt: null });
+        const moved = await ws.state.pipeline.transition(runId, "pending", {
+          nextAttemptAt: new Date().toISOString(),
+          finishedAt: null,
+        });
         if (!moved) throw new Error(`run '${runId}' is not failed or aborted (see 'studylake runs show ${runId}')`);
         console.log(`Run ${runId} is pending again.`);
       });
@@ -440,7 +455,14 @@ function duration(run: { startedAt: string | null; finishedAt: string | null }):
   return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
 }
 
-function printRuns(list: ReadonlyArray<{ runId: string; kind: string; target: string; status: string; attempts: number; error: string | null } & Partial<{ startedAt: string | null; finishedAt: string | null }>>): void {
+function printRuns(
+  list: ReadonlyArray<
+    { runId: string; kind: string; target: string; status: string; attempts: number; error: string | null } & Partial<{
+      startedAt: string | null;
+      finishedAt: string | null;
+    }>
+  >,
+): void {
   console.log(
     table([
       ["run", "kind", "target", "status", "attempts", "duration", "error"],

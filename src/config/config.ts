@@ -120,7 +120,14 @@ export const Config = z.object({
       webhook: z.url().optional(),
       schedules: z.array(Schedule).default([]),
     })
-    .default({ dropFolder: "incoming", leaseSeconds: 120, maxAttempts: 3, retryBaseSeconds: 30, pollSeconds: 5, schedules: [] }),
+    .default({
+      dropFolder: "incoming",
+      leaseSeconds: 120,
+      maxAttempts: 3,
+      retryBaseSeconds: 30,
+      pollSeconds: 5,
+      schedules: [],
+    }),
   relationalize: z
     .object({
       /** The root field that identifies a record: one record per table, the newest upload winning. */

@@ -37,10 +37,17 @@ export const EXECUTORS: Record<RunKind, Executor> = {
     log.info({ actions: report.actions, statuses: report.statuses }, "intake finished");
     if (report.actions.failed > 0) {
       const first = report.items.find((i) => i.action === "failed");
-      throw new PartialFailure(`${report.actions.failed} archives could not be taken in (first: ${first?.source}: ${first?.message})`);
+      throw new PartialFailure(
+        `${report.actions.failed} archives could not be taken in (first: ${first?.source}: ${first?.message})`,
+      );
     }
     // Archives taken in leave the drop folder (their raw copies are kept under raw/), so the next poll skips them.
-    if (paths.length === 1 && paths[0] === drop) await moveDone(drop, run.runId, report.items.map((i) => i.source));
+    if (paths.length === 1 && paths[0] === drop)
+      await moveDone(
+        drop,
+        run.runId,
+        report.items.map((i) => i.source),
+      );
     return {
       summary: {
         archives: report.items.length,
@@ -50,7 +57,11 @@ export const EXECUTORS: Record<RunKind, Executor> = {
         datasets: report.datasets,
       },
       skipped: report.items.length === 0,
-      followUps: report.datasets.map((dataset) => ({ kind: "relationalize", target: dataset, requestedBy: `run:${run.runId}` })),
+      followUps: report.datasets.map((dataset) => ({
+        kind: "relationalize",
+        target: dataset,
+        requestedBy: `run:${run.runId}`,
+      })),
     };
   },
 
@@ -123,7 +134,8 @@ export class Pipeline {
   async requestDue(now = new Date()): Promise<Run[]> {
     const runs: Run[] = [];
     const drop = path.resolve(this.ws.root, this.ws.config.pipeline.dropFolder);
-    if (await hasArchives(drop)) runs.push(await this.requestOnce({ kind: "intake", target: "intake", requestedBy: "drop-folder" }));
+    if (await hasArchives(drop))
+      runs.push(await this.requestOnce({ kind: "intake", target: "intake", requestedBy: "drop-folder" }));
     for (const schedule of this.ws.config.pipeline.schedules) {
       const tick = dueTick(schedule.cron, schedule.timezone, await this.state.lastTick(schedule.name), now);
       if (!tick) continue;
@@ -133,7 +145,12 @@ export class Pipeline {
           : [schedule.kind === "intake" ? "intake" : schedule.target];
       for (const target of targets) {
         const key = `schedule:${schedule.name}:${tick}:${target}`;
-        const { run } = await this.request({ kind: schedule.kind, target, requestedBy: `schedule:${schedule.name}`, idempotencyKey: key });
+        const { run } = await this.request({
+          kind: schedule.kind,
+          target,
+          requestedBy: `schedule:${schedule.name}`,
+          idempotencyKey: key,
+        });
         runs.push(run);
       }
       await this.state.setLastTick(schedule.name, tick);
@@ -163,7 +180,10 @@ export class Pipeline {
       const result = await this.executors[run.kind](run, { ws: this.ws, log });
       const status = result.skipped ? "skipped" : "succeeded";
       await this.state.finishStep(run.runId, run.attempts, run.kind, status, result.summary, null);
-      const recorded = await this.state.transition(run.runId, status, { summary: result.summary, finishedAt: new Date().toISOString() });
+      const recorded = await this.state.transition(run.runId, status, {
+        summary: result.summary,
+        finishedAt: new Date().toISOString(),
+      });
       if (!recorded) log.warn("the run was aborted while it ran; its outputs are kept, its status stays aborted");
       for (const followUp of result.followUps ?? []) await this.requestOnce(followUp);
       log.info({ status }, "run finished");
@@ -197,7 +217,14 @@ export class Pipeline {
   async drain(): Promise<WorkSummary> {
     const summary: WorkSummary = { runs: [] };
     for (let run = await this.runNext(); run; run = await this.runNext()) {
-      summary.runs.push({ runId: run.runId, kind: run.kind, target: run.target, status: run.status, attempts: run.attempts, error: run.error });
+      summary.runs.push({
+        runId: run.runId,
+        kind: run.kind,
+        target: run.target,
+        status: run.status,
+        attempts: run.attempts,
+        error: run.error,
+      });
     }
     return summary;
   }
@@ -252,7 +279,8 @@ async function hasArchives(dir: string): Promise<boolean> {
   }
   for (const entry of entries) {
     if (entry.isFile() && entry.name.toLowerCase().endsWith(".zip")) return true;
-    if (entry.isDirectory() && !entry.name.startsWith(".") && (await hasArchives(path.join(dir, entry.name)))) return true;
+    if (entry.isDirectory() && !entry.name.startsWith(".") && (await hasArchives(path.join(dir, entry.name))))
+      return true;
   }
   return false;
 }

@@ -138,4 +138,3 @@ export const migrations: Record<string, Migration> = {
     },
   },
 };
-

@@ -23,7 +23,11 @@ export class PipelineState {
       try {
         return await this.db.transaction().execute(async (trx) => {
           if (req.idempotencyKey) {
-            const existing = await trx.selectFrom("runs").selectAll().where("idempotency_key", "=", req.idempotencyKey).executeTakeFirst();
+            const existing = await trx
+              .selectFrom("runs")
+              .selectAll()
+              .where("idempotency_key", "=", req.idempotencyKey)
+              .executeTakeFirst();
             if (existing) return { run: toRun(existing), created: false };
           }
           const { max } = await trx
@@ -106,7 +110,14 @@ export class PipelineState {
       if (!(await this.takeLease(candidate.target, worker, candidate.run_id, expires))) continue;
       const started = await this.db
         .updateTable("runs")
-        .set((eb) => ({ status: "in_progress", attempts: eb("attempts", "+", 1), started_at: now, worker, error: null, error_kind: null }))
+        .set((eb) => ({
+          status: "in_progress",
+          attempts: eb("attempts", "+", 1),
+          started_at: now,
+          worker,
+          error: null,
+          error_kind: null,
+        }))
         .where("run_id", "=", candidate.run_id)
         .where("status", "=", "pending")
         .executeTakeFirst();
@@ -143,7 +154,12 @@ export class PipelineState {
   }
 
   async releaseLease(target: string, holder: string, runId: string): Promise<void> {
-    await this.db.deleteFrom("leases").where("target", "=", target).where("holder", "=", holder).where("run_id", "=", runId).execute();
+    await this.db
+      .deleteFrom("leases")
+      .where("target", "=", target)
+      .where("holder", "=", holder)
+      .where("run_id", "=", runId)
+      .execute();
   }
 
   /** Runs left in progress by a worker whose lease expired go back to pending (their attempt counted). */
@@ -151,7 +167,11 @@ export class PipelineState {
     const now = new Date().toISOString();
     const result = await this.db
       .updateTable("runs")
-      .set({ status: "pending", error: "the worker running it stopped (its lease expired); retrying", error_kind: "transient" })
+      .set({
+        status: "pending",
+        error: "the worker running it stopped (its lease expired); retrying",
+        error_kind: "transient",
+      })
       .where("status", "=", "in_progress")
       .where(({ not, exists, selectFrom }) =>
         not(
@@ -187,12 +207,28 @@ export class PipelineState {
   async startStep(runId: string, attempt: number, name: string): Promise<void> {
     await this.db
       .insertInto("run_steps")
-      .values({ run_id: runId, attempt, name, status: "in_progress", started_at: new Date().toISOString(), finished_at: null, error: null, summary: null })
+      .values({
+        run_id: runId,
+        attempt,
+        name,
+        status: "in_progress",
+        started_at: new Date().toISOString(),
+        finished_at: null,
+        error: null,
+        summary: null,
+      })
       .onConflict((oc) => oc.columns(["run_id", "attempt", "name"]).doNothing())
       .execute();
   }
 
-  async finishStep(runId: string, attempt: number, name: string, status: string, summary: unknown, error: string | null): Promise<void> {
+  async finishStep(
+    runId: string,
+    attempt: number,
+    name: string,
+    status: string,
+    summary: unknown,
+    error: string | null,
+  ): Promise<void> {
     await this.db
       .updateTable("run_steps")
       .set({ status, finished_at: new Date().toISOString(), summary: JSON.stringify(summary ?? null), error })
@@ -210,12 +246,21 @@ export class PipelineState {
   async list(options: { statuses?: RunStatus[]; limit?: number } = {}): Promise<Run[]> {
     let q = this.db.selectFrom("runs").selectAll();
     if (options.statuses?.length) q = q.where("status", "in", options.statuses);
-    const rows = await q.orderBy("seq", "desc").limit(options.limit ?? 50).execute();
+    const rows = await q
+      .orderBy("seq", "desc")
+      .limit(options.limit ?? 50)
+      .execute();
     return rows.map(toRun);
   }
 
   async steps(runId: string): Promise<RunStep[]> {
-    const rows = await this.db.selectFrom("run_steps").selectAll().where("run_id", "=", runId).orderBy("attempt").orderBy("started_at").execute();
+    const rows = await this.db
+      .selectFrom("run_steps")
+      .selectAll()
+      .where("run_id", "=", runId)
+      .orderBy("attempt")
+      .orderBy("started_at")
+      .execute();
     return rows.map((r) => ({
       attempt: Number(r.attempt),
       name: r.name,
@@ -228,7 +273,11 @@ export class PipelineState {
   }
 
   async lastTick(schedule: string): Promise<string | undefined> {
-    const row = await this.db.selectFrom("schedules").select("last_tick").where("name", "=", schedule).executeTakeFirst();
+    const row = await this.db
+      .selectFrom("schedules")
+      .select("last_tick")
+      .where("name", "=", schedule)
+      .executeTakeFirst();
     return row?.last_tick;
   }
 
