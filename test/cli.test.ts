@@ -204,7 +204,9 @@ describe("the studylake CLI", () => {
     const show = await studylake("-w", ws, "runs", "show", first.run.runId);
     expect(show.stdout).toMatch(/relationalize MotionRecord_v1, skipped after 1\/3 attempts/);
     expect(show.stdout).toMatch(/attempt 1 relationalize: skipped/);
-    expect((await studylake("-w", ws, "retry", first.run.runId)).code).toBe(1);
+    const refused = await studylake("-w", ws, "retry", first.run.runId);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr.trim()).toBe("studylake: a run cannot go from skipped to pending");
     expect((await studylake("-w", ws, "retry", queued.run.runId)).stdout).toMatch(/pending again/);
     expect((await studylake("-w", ws, "runs", "show", "nope")).code).toBe(1);
   });

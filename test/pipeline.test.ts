@@ -209,11 +209,14 @@ function pipelineSuite(
       const { executor } = recorder();
       const pipeline = new Pipeline(ws, { executors: { relationalize: executor } });
       const { run } = await pipeline.request({ kind: "relationalize", target: "A" });
-      expect(await ws.state.pipeline.transition(run.runId, "aborted")).toBe(true);
+      await ws.state.pipeline.transition(run.runId, "aborted");
       expect(await pipeline.runNext()).toBeUndefined();
-      expect(await ws.state.pipeline.transition(run.runId, "pending")).toBe(true);
+      await ws.state.pipeline.transition(run.runId, "pending");
       expect((await pipeline.runNext())?.status).toBe("succeeded");
-      expect(await ws.state.pipeline.transition(run.runId, "aborted")).toBe(false);
+      await expect(ws.state.pipeline.transition(run.runId, "aborted")).rejects.toThrow(
+        new IllegalTransitionError("a run cannot go from succeeded to aborted"),
+      );
+      await expect(ws.state.pipeline.transition("no-such-run", "aborted")).rejects.toThrow(/no run 'no-such-run'/);
     });
 
     it("puts back the run of a worker that died once its lease expires", async () => {

@@ -425,11 +425,10 @@ export function buildProgram(): Command {
     .argument("<runId>", "run id")
     .action(async (runId: string) => {
       await withWorkspace(program, async (ws) => {
-        const moved = await ws.state.pipeline.transition(runId, "pending", {
+        await ws.state.pipeline.transition(runId, "pending", {
           nextAttemptAt: new Date().toISOString(),
           finishedAt: null,
         });
-        if (!moved) throw new Error(`run '${runId}' is not failed or aborted (see 'studylake runs show ${runId}')`);
         console.log(`Run ${runId} is pending again.`);
       });
     });
@@ -440,8 +439,7 @@ export function buildProgram(): Command {
     .argument("<runId>", "run id")
     .action(async (runId: string) => {
       await withWorkspace(program, async (ws) => {
-        const moved = await ws.state.pipeline.transition(runId, "aborted", { finishedAt: new Date().toISOString() });
-        if (!moved) throw new Error(`run '${runId}' is not pending or running (see 'studylake runs show ${runId}')`);
+        await ws.state.pipeline.transition(runId, "aborted", { finishedAt: new Date().toISOString() });
         console.log(`Run ${runId} aborted.`);
       });
     });

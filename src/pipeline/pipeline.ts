@@ -10,6 +10,7 @@ import type { Workspace } from "../workspace/workspace.js";
 import { backoffSeconds, isTransient } from "./errors.js";
 import type { Run, RunKind, RunRequest } from "./models.js";
 import { dueTick } from "./schedule.js";
+import { IllegalTransitionError } from "./status.js";
 
 /** What an executor reports: a summary to keep with the run, whether there was anything to do, follow-up requests. */
 export interface ExecutorResult {
@@ -180,29 +181,38 @@ export class Pipeline {
       const result = await this.executors[run.kind](run, { ws: this.ws, log });
       const status = result.skipped ? "skipped" : "succeeded";
       await this.state.finishStep(run.runId, run.attempts, run.kind, status, result.summary, null);
-      const recorded = await this.state.transition(run.runId, status, {
-        summary: result.summary,
-        finishedAt: new Date().toISOString(),
-      });
-      if (!recorded) log.warn("the run was aborted while it ran; its outputs are kept, its status stays aborted");
+      try {
+        await this.state.transition(run.runId, status, {
+          summary: result.summary,
+          finishedAt: new Date().toISOString(),
+        });
+      } catch (err) {
+        if (!(err instanceof IllegalTransitionError)) throw err;
+        log.warn("the run was aborted while it ran; its outputs are kept, its status stays aborted");
+      }
       for (const followUp of result.followUps ?? []) await this.requestOnce(followUp);
       log.info({ status }, "run finished");
     } catch (err) {
       const message = (err as Error).message;
       const transient = isTransient(err) || (err as { transient?: boolean }).transient === true;
       await this.state.finishStep(run.runId, run.attempts, run.kind, "failed", null, message);
-      if (transient && run.attempts < run.maxAttempts) {
-        const wait = backoffSeconds(run.attempts, this.ws.config.pipeline.retryBaseSeconds);
-        const nextAttemptAt = new Date(Date.now() + wait * 1000).toISOString();
-        await this.state.transition(run.runId, "pending", { error: message, errorKind: "transient", nextAttemptAt });
-        log.warn({ err: message, retryInSeconds: wait }, "run failed; will retry");
-      } else {
-        await this.state.transition(run.runId, "failed", {
-          error: message,
-          errorKind: transient ? "transient" : "permanent",
-          finishedAt: new Date().toISOString(),
-        });
-        log.error({ err: message, transient }, "run failed");
+      try {
+        if (transient && run.attempts < run.maxAttempts) {
+          const wait = backoffSeconds(run.attempts, this.ws.config.pipeline.retryBaseSeconds);
+          const nextAttemptAt = new Date(Date.now() + wait * 1000).toISOString();
+          await this.state.transition(run.runId, "pending", { error: message, errorKind: "transient", nextAttemptAt });
+          log.warn({ err: message, retryInSeconds: wait }, "run failed; will retry");
+        } else {
+          await this.state.transition(run.runId, "failed", {
+            error: message,
+            errorKind: transient ? "transient" : "permanent",
+            finishedAt: new Date().toISOString(),
+          });
+          log.error({ err: message, transient }, "run failed");
+        }
+      } catch (transitionError) {
+        if (!(transitionError instanceof IllegalTransitionError)) throw transitionError;
+        log.warn({ err: message }, "the run failed after it was aborted; its status stays aborted");
       }
     } finally {
       clearInterval(heartbeat);

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Kysely, Selectable } from "kysely";
 import { Run, RunRequest, type RunStep } from "../pipeline/models.js";
-import { predecessors, type RunStatus } from "../pipeline/status.js";
+import { assertTransition, IllegalTransitionError, predecessors, type RunStatus } from "../pipeline/status.js";
 import type { RunsTable, StateDatabase } from "./database.js";
 
 export interface RunUpdate {
@@ -187,8 +187,11 @@ export class PipelineState {
     return Number(result.numUpdatedRows);
   }
 
-  /** Moves a run to a new status if the move is allowed from its current one; false when it was not (for example aborted meanwhile). */
-  async transition(runId: string, to: RunStatus, update: RunUpdate = {}): Promise<boolean> {
+  /**
+   * Moves a run to a new status. The move happens only from a status that allows it (checked in the same
+   * statement, so it holds against other processes); otherwise it is an IllegalTransitionError naming both.
+   */
+  async transition(runId: string, to: RunStatus, update: RunUpdate = {}): Promise<void> {
     const set: Partial<RunsTable> = { status: to };
     if (update.error !== undefined) set.error = update.error;
     if (update.errorKind !== undefined) set.error_kind = update.errorKind;
@@ -201,7 +204,11 @@ export class PipelineState {
       .where("run_id", "=", runId)
       .where("status", "in", predecessors(to))
       .executeTakeFirst();
-    return Number(result.numUpdatedRows) === 1;
+    if (Number(result.numUpdatedRows) === 1) return;
+    const current = await this.get(runId);
+    if (!current) throw new Error(`no run '${runId}'`);
+    assertTransition(current.status, to);
+    throw new IllegalTransitionError(`run ${runId} changed status while moving to ${to}; try again`);
   }
 
   async startStep(runId: string, attempt: number, name: string): Promise<void> {
