@@ -188,9 +188,21 @@ describe("the studylake CLI", () => {
     );
     expect((await studylake("-w", ws, "abort", queued.run.runId)).stdout).toMatch(/aborted/);
 
-    const run = await studylake("-w", ws, "run", "--log-level", "silent");
+    const run = await studylake("-w", ws, "run", "--log-level", "info");
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(/Ran \d+ runs: \d+ skipped\./);
+    // Logs: one JSON object per line on stderr, with the worker on every line and the run id on every run's line.
+    const logs = run.stderr
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line));
+    expect(logs.every((l) => typeof l.worker === "string" && typeof l.time === "number")).toBe(true);
+    const started = logs.filter((l) => l.msg === "run started");
+    expect(started.length).toBeGreaterThan(0);
+    expect(started.every((l) => typeof l.runId === "string" && l.kind === "relationalize")).toBe(true);
+    expect(logs.find((l) => l.runId === first.run.runId && l.msg === "run finished")).toMatchObject({
+      status: "skipped",
+    });
     const list = JSON.parse((await studylake("-w", ws, "runs", "--json")).stdout);
     expect(list.find((r: { runId: string }) => r.runId === first.run.runId)).toMatchObject({
       status: "skipped",

@@ -70,6 +70,60 @@ async function waitFor(check: () => Promise<boolean>, ms = 60_000): Promise<void
   }
 }
 
+function twoWorkerSuite(name: string, state: () => Config["state"] | undefined) {
+  it(`${name}: two worker processes share the work and never run one dataset at the same time`, async () => {
+    const incoming = await tempDir();
+    await writeBatch(incoming, planBatch(60, { valid: 1 }, 5), { seed: 5 });
+    const stateConfig = state();
+    const root = await workspace(stateConfig, incoming);
+    const ws = await openWorkspace(root);
+    const workers = [
+      studylake(root, "worker", "--worker-id", "w1", "--log-level", "silent"),
+      studylake(root, "worker", "--worker-id", "w2", "--log-level", "silent"),
+    ];
+    try {
+      // Intake, then a relationalize run per dataset; meanwhile more relationalize requests pile up per dataset.
+      await waitFor(async () =>
+        (await ws.state.pipeline.list({ statuses: ["succeeded"] })).some((r) => r.kind === "intake"),
+      );
+      for (let i = 0; i < 5; i++) {
+        for (const dataset of ["ArchiveMetadata_v1", "AudioLevelRecord_v1", "MotionRecord_v1", "WeatherResult_v1"]) {
+          await ws.state.pipeline.request({ kind: "relationalize", target: dataset, requestedBy: "test" }, 3);
+        }
+      }
+      await waitFor(async () => (await ws.state.pipeline.list({ statuses: ["pending", "in_progress"] })).length === 0);
+      const runs = await ws.state.pipeline.list({ limit: 500 });
+      expect(runs.every((r) => r.status === "succeeded" || r.status === "skipped")).toBe(true);
+      // No two runs of one target overlapped in time.
+      const byTarget = new Map<string, typeof runs>();
+      for (const r of runs) byTarget.set(r.target, [...(byTarget.get(r.target) ?? []), r]);
+      for (const list of byTarget.values()) {
+        const spans = list
+          .map((r) => [Date.parse(r.startedAt!), Date.parse(r.finishedAt!)] as const)
+          .sort((a, b) => a[0] - b[0]);
+        for (let i = 1; i < spans.length; i++) expect(spans[i]![0]).toBeGreaterThanOrEqual(spans[i - 1]![1]);
+        // And they ran in the order requested.
+        const bySeq = [...list].sort((a, b) => a.seq - b.seq).map((r) => r.runId);
+        const byStart = [...list]
+          .sort((a, b) => Date.parse(a.startedAt!) - Date.parse(b.startedAt!))
+          .map((r) => r.runId);
+        expect(byStart).toEqual(bySeq);
+      }
+      expect(new Set(runs.map((r) => r.worker))).toEqual(new Set(["w1", "w2"]));
+      const catalog = await Catalog.open(ws);
+      try {
+        expect((await catalog.query('SELECT count(DISTINCT recordid) FROM "MotionRecord_v1"')).rows).toEqual([[60n]]);
+      } finally {
+        catalog.close();
+      }
+    } finally {
+      for (const w of workers) w.kill("SIGKILL");
+      await ws.close();
+      if (stateConfig?.kind === "postgres") await dropSchema(stateConfig.schema);
+    }
+  });
+}
+
 function crashSuite(name: string, state: () => Config["state"] | undefined) {
   it(`${name}: a worker killed mid-run loses nothing; a rerun ends with exactly the outputs of an uninterrupted run`, async () => {
     const incoming = await tempDir();
@@ -116,61 +170,9 @@ function crashSuite(name: string, state: () => Config["state"] | undefined) {
 
 describe("pipeline runs across real processes", () => {
   crashSuite("SQLite", () => undefined);
+  twoWorkerSuite("SQLite", () => undefined);
   describe.skipIf(!pgReady)("on PostgreSQL", () => {
     crashSuite("PostgreSQL", () => ({ kind: "postgres", url: POSTGRES_URL, schema: uniqueSchema() }));
-
-    it("two workers share the work and never run one dataset at the same time", async () => {
-      const incoming = await tempDir();
-      await writeBatch(incoming, planBatch(60, { valid: 1 }, 5), { seed: 5 });
-      const state: Config["state"] = { kind: "postgres", url: POSTGRES_URL, schema: uniqueSchema() };
-      const root = await workspace(state, incoming);
-      const ws = await openWorkspace(root);
-      const workers = [
-        studylake(root, "worker", "--worker-id", "w1", "--log-level", "silent"),
-        studylake(root, "worker", "--worker-id", "w2", "--log-level", "silent"),
-      ];
-      try {
-        // Intake, then a relationalize run per dataset; meanwhile more relationalize requests pile up per dataset.
-        await waitFor(async () =>
-          (await ws.state.pipeline.list({ statuses: ["succeeded"] })).some((r) => r.kind === "intake"),
-        );
-        for (let i = 0; i < 5; i++) {
-          for (const dataset of ["ArchiveMetadata_v1", "AudioLevelRecord_v1", "MotionRecord_v1", "WeatherResult_v1"]) {
-            await ws.state.pipeline.request({ kind: "relationalize", target: dataset, requestedBy: "test" }, 3);
-          }
-        }
-        await waitFor(
-          async () => (await ws.state.pipeline.list({ statuses: ["pending", "in_progress"] })).length === 0,
-        );
-        const runs = await ws.state.pipeline.list({ limit: 500 });
-        expect(runs.every((r) => r.status === "succeeded" || r.status === "skipped")).toBe(true);
-        // No two runs of one target overlapped in time.
-        const byTarget = new Map<string, typeof runs>();
-        for (const r of runs) byTarget.set(r.target, [...(byTarget.get(r.target) ?? []), r]);
-        for (const list of byTarget.values()) {
-          const spans = list
-            .map((r) => [Date.parse(r.startedAt!), Date.parse(r.finishedAt!)] as const)
-            .sort((a, b) => a[0] - b[0]);
-          for (let i = 1; i < spans.length; i++) expect(spans[i]![0]).toBeGreaterThanOrEqual(spans[i - 1]![1]);
-          // And they ran in the order requested.
-          const bySeq = [...list].sort((a, b) => a.seq - b.seq).map((r) => r.runId);
-          const byStart = [...list]
-            .sort((a, b) => Date.parse(a.startedAt!) - Date.parse(b.startedAt!))
-            .map((r) => r.runId);
-          expect(byStart).toEqual(bySeq);
-        }
-        expect(new Set(runs.map((r) => r.worker))).toEqual(new Set(["w1", "w2"]));
-        const catalog = await Catalog.open(ws);
-        try {
-          expect((await catalog.query('SELECT count(DISTINCT recordid) FROM "MotionRecord_v1"')).rows).toEqual([[60n]]);
-        } finally {
-          catalog.close();
-        }
-      } finally {
-        for (const w of workers) w.kill("SIGKILL");
-        await ws.close();
-        await dropSchema(state.schema);
-      }
-    });
+    twoWorkerSuite("PostgreSQL", () => ({ kind: "postgres", url: POSTGRES_URL, schema: uniqueSchema() }));
   });
 });

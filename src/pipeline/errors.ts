@@ -11,6 +11,8 @@ const TRANSIENT_CODES = new Set([
   "ENFILE",
   "EIO",
   "SQLITE_BUSY",
+  "SQLITE_BUSY_SNAPSHOT",
+  "SQLITE_BUSY_RECOVERY",
   "SQLITE_LOCKED",
   // PostgreSQL: connection failures, serialization failures, deadlocks, shutdowns.
   "08000",
