@@ -1,0 +1,98 @@
+import { z } from "zod";
+import type { ExportMetrics } from "./metrics.js";
+
+/** Sharing scopes, from the most restrictive to the least. */
+export const SharingScope = z.enum(["NO_SHARING", "SPONSORS_AND_PARTNERS", "ALL_QUALIFIED_RESEARCHERS"]);
+export type SharingScope = z.infer<typeof SharingScope>;
+
+/** Which effective scopes an export accepts. */
+export const SharingMode = z.enum(["ALL", "SHARED", "PUBLIC_ONLY"]);
+export type SharingMode = z.infer<typeof SharingMode>;
+
+const ACCEPTED: Record<SharingMode, readonly SharingScope[]> = {
+  ALL: ["NO_SHARING", "SPONSORS_AND_PARTNERS", "ALL_QUALIFIED_RESEARCHERS"],
+  SHARED: ["SPONSORS_AND_PARTNERS", "ALL_QUALIFIED_RESEARCHERS"],
+  PUBLIC_ONLY: ["ALL_QUALIFIED_RESEARCHERS"],
+};
+
+/** A scope as sent (any case, `-` or `_`); missing, blank or unknown counts as NO_SHARING, never as sharing. */
+export function parseScope(value: unknown): SharingScope {
+  if (typeof value !== "string") return "NO_SHARING";
+  const parsed = SharingScope.safeParse(value.trim().toUpperCase().replace(/-/g, "_"));
+  return parsed.success ? parsed.data : "NO_SHARING";
+}
+
+/** The more restrictive of the scope at upload and the participant's current one. */
+export function effectiveScope(recordScope: unknown, participantScope: unknown): SharingScope {
+  const order = SharingScope.options;
+  const a = order.indexOf(parseScope(recordScope));
+  const b = order.indexOf(parseScope(participantScope));
+  return order[Math.min(a, b)] as SharingScope;
+}
+
+export interface TableKey {
+  studyId: string;
+  schemaId: string;
+  revision: number;
+}
+
+export interface FilterSettings {
+  sharingMode: SharingMode;
+  studyWhitelist?: ReadonlySet<string>;
+  tableWhitelist?: readonly TableKey[];
+  /** Studies configured for export; a record of another study is excluded. */
+  exportableStudies?: ReadonlySet<string>;
+}
+
+export interface RecordFacts {
+  studyId: string;
+  schemaId: string | null;
+  schemaRevision: number | null;
+  /** Scope captured at upload. */
+  recordScope: unknown;
+  /** The participant's scope now (undefined: unknown participant). */
+  participantScope: unknown;
+}
+
+export type Exclusion = "sharing" | "study-whitelist" | "table-whitelist" | "study-not-exported";
+
+/**
+ * Decides whether a record is exported. Every rule is evaluated (none short-circuits), so every outcome is
+ * counted: `accepted[SCOPE]`/`excluded[SCOPE]` with the effective scope, `accepted[study]`/`excluded[study]`
+ * for the study whitelist, `accepted[study-schema-vN]`/`excluded[…]` (`excluded[study-default]` for a record
+ * without a schema) for the table whitelist, and `excluded[study-not-exported]`.
+ */
+export function filterRecord(facts: RecordFacts, settings: FilterSettings, metrics: ExportMetrics): Exclusion[] {
+  const excluded: Exclusion[] = [];
+  const scope = effectiveScope(facts.recordScope, facts.participantScope);
+  if (ACCEPTED[settings.sharingMode].includes(scope)) metrics.increment(`accepted[${scope}]`);
+  else {
+    metrics.increment(`excluded[${scope}]`);
+    excluded.push("sharing");
+  }
+  if (settings.studyWhitelist) {
+    if (settings.studyWhitelist.has(facts.studyId)) metrics.increment(`accepted[${facts.studyId}]`);
+    else {
+      metrics.increment(`excluded[${facts.studyId}]`);
+      excluded.push("study-whitelist");
+    }
+  }
+  if (settings.tableWhitelist) {
+    if (facts.schemaId === null || facts.schemaRevision === null) {
+      metrics.increment(`excluded[${facts.studyId}-default]`);
+      excluded.push("table-whitelist");
+    } else {
+      const key = `${facts.studyId}-${facts.schemaId}-v${facts.schemaRevision}`;
+      const listed = settings.tableWhitelist.some(
+        (t) => t.studyId === facts.studyId && t.schemaId === facts.schemaId && t.revision === facts.schemaRevision,
+      );
+      metrics.increment(`${listed ? "accepted" : "excluded"}[${key}]`);
+      if (!listed) excluded.push("table-whitelist");
+    }
+  }
+  if (settings.exportableStudies && !settings.exportableStudies.has(facts.studyId)) {
+    metrics.increment("excluded[study-not-exported]");
+    excluded.push("study-not-exported");
+  }
+  return excluded;
+}
