@@ -26,6 +26,8 @@ const COMMANDS = [
   "runs",
   "retry",
   "abort",
+  "participants",
+  "export",
 ];
 
 /** Runs the real CLI in a child process: real argv parsing, real exit codes, real output streams. */

@@ -1,6 +1,10 @@
 import path from "node:path";
 import { Argument, Command, CommanderError, Option } from "commander";
 import pino from "pino";
+import { SharingMode } from "../export/filter.js";
+import { readParticipants, strictScope } from "../export/participants.js";
+import { planExport, yesterday } from "../export/plan.js";
+import { parseExportRequest } from "../export/request.js";
 import { type IngestReport, Intake, type ReprocessReport } from "../intake/intake.js";
 import { Catalog, documentText } from "../parquet/catalog.js";
 import { type RelationalizeReport, RelationalizeStage } from "../parquet/stage.js";
@@ -441,6 +445,116 @@ export function buildProgram(): Command {
       await withWorkspace(program, async (ws) => {
         await ws.state.pipeline.transition(runId, "aborted", { finishedAt: new Date().toISOString() });
         console.log(`Run ${runId} aborted.`);
+      });
+    });
+
+  const participants = program
+    .command("participants")
+    .description("participants' current sharing scopes, which every export applies");
+  participants
+    .command("import")
+    .description("import sharing scopes from a CSV (healthCode,sharingScope), JSON or NDJSON file")
+    .argument("<file>", "the file")
+    .action(async (file: string) => {
+      const entries = await readParticipants(file);
+      await withWorkspace(program, async (ws) => {
+        await ws.state.exports.setScopes(entries);
+        console.log(
+          `Imported ${entries.length} participant scope${entries.length === 1 ? "" : "s"}; ${await ws.state.exports.participantCount()} known.`,
+        );
+      });
+    });
+  participants
+    .command("set-scope")
+    .description("set one participant's current sharing scope (for example after a withdrawal)")
+    .argument("<healthCode>", "participant")
+    .argument("<scope>", "NO_SHARING, SPONSORS_AND_PARTNERS or ALL_QUALIFIED_RESEARCHERS")
+    .action(async (healthCode: string, scopeText: string) => {
+      const scope = strictScope(scopeText);
+      if (!scope)
+        throw new UsageError(
+          `scope '${scopeText}' is not one of NO_SHARING, SPONSORS_AND_PARTNERS, ALL_QUALIFIED_RESEARCHERS`,
+        );
+      await withWorkspace(program, async (ws) => {
+        await ws.state.exports.setScopes([{ healthCode, scope }]);
+        console.log(`Participant ${healthCode}: ${scope}.`);
+      });
+    });
+
+  program
+    .command("export")
+    .description(
+      "decide what an export of records to researcher tables contains, and count it (--dry-run; writing tables comes next)",
+    )
+    .option("--date <YYYY-MM-DD>", "records uploaded on this day in the export time zone (default: yesterday)")
+    .option("--start <time>", "records uploaded from this time (with --end)")
+    .option("--end <time>", "records uploaded before this time")
+    .option("--since-last-export", "each study's records since its last export")
+    .option("--records <ids...>", "exactly these record ids (a redrive)")
+    .option("--request <file>", "a JSON request file instead of the flags above")
+    .addOption(new Option("--sharing-mode <mode>", "which sharing scopes to export").choices(SharingMode.options))
+    .option("--study <id...>", "study whitelist")
+    .option("--table <study:schema:revision...>", "table whitelist")
+    .option("--tag <text>", "free text kept with the export")
+    .option("--dry-run", "select, filter and count without writing anything (required for now)")
+    .option("--json", "machine-readable output")
+    .action(async (opts: Record<string, unknown>) => {
+      if (!opts.dryRun)
+        throw new UsageError(
+          "writing researcher tables is not available yet; run with --dry-run to see what an export would contain",
+        );
+      await withWorkspace(program, async (ws) => {
+        let input: Record<string, unknown>;
+        if (typeof opts.request === "string") {
+          input = JSON.parse(await (await import("node:fs/promises")).readFile(opts.request, "utf8"));
+        } else {
+          input = {
+            ...(opts.date ? { date: opts.date } : {}),
+            ...(opts.start ? { startDateTime: opts.start } : {}),
+            ...(opts.end ? { endDateTime: opts.end } : {}),
+            ...(opts.sinceLastExport ? { sinceLastExport: true } : {}),
+            ...(opts.records ? { recordIds: opts.records } : {}),
+            ...(opts.sharingMode ? { sharingMode: opts.sharingMode } : {}),
+            ...(opts.study ? { studyWhitelist: opts.study } : {}),
+            ...(opts.tag ? { tag: opts.tag } : {}),
+            ...(opts.table
+              ? {
+                  tableWhitelist: (opts.table as string[]).map((t) => {
+                    const [studyId, schemaId, revision] = t.split(":");
+                    return { studyId, schemaId, revision: Number(revision) };
+                  }),
+                }
+              : {}),
+          };
+          if (!["date", "startDateTime", "sinceLastExport", "recordIds"].some((k) => k in input)) {
+            input.date = yesterday(ws.config.export.timezone, new Date());
+          }
+        }
+        let request: ReturnType<typeof parseExportRequest>;
+        try {
+          request = parseExportRequest(input);
+        } catch (err) {
+          throw new UsageError((err as Error).message);
+        }
+        const plan = await planExport(ws, request);
+        if (opts.json) {
+          printJson({
+            request,
+            selection: plan.selection,
+            records: plan.records,
+            errors: plan.errors,
+            metrics: plan.metrics,
+          });
+          return;
+        }
+        const { counters, distinctCounts, values } = plan.metrics.toJSON();
+        console.log(
+          `Export (dry run) of ${JSON.stringify(plan.selection)}: ${plan.records.length} of ${counters.numTotal ?? 0} records would be exported.`,
+        );
+        for (const [name, n] of Object.entries(counters)) console.log(`  ${name}: ${n}`);
+        for (const [name, n] of Object.entries(distinctCounts)) console.log(`  ${name}: ${n} distinct`);
+        for (const [name, list] of Object.entries(values)) console.log(`  ${name}: ${list.join(", ")}`);
+        for (const e of plan.errors) console.log(`  error: ${e}`);
       });
     });
 

@@ -106,6 +106,14 @@ export const Config = z.object({
   defaultStudyId: z.string().optional(),
   allowedValidationErrors: z.array(AllowedValidationError).default([]),
   limits: Limits.default(Limits.parse({})),
+  export: z
+    .object({
+      /** The zone whose calendar days an export's `date` names (the reference: America/Los_Angeles). */
+      timezone: z.string().default("America/Los_Angeles"),
+      /** Studies configured for export; when set, records of other studies are excluded (and counted). */
+      studies: z.array(z.string().min(1)).optional(),
+    })
+    .default({ timezone: "America/Los_Angeles" }),
   pipeline: z
     .object({
       /** Archives dropped here are taken in by `studylake run` and `studylake worker`, then moved to `.done/`. */

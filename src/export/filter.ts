@@ -78,21 +78,37 @@ export function filterRecord(facts: RecordFacts, settings: FilterSettings, metri
     }
   }
   if (settings.tableWhitelist) {
-    if (facts.schemaId === null || facts.schemaRevision === null) {
-      metrics.increment(`excluded[${facts.studyId}-default]`);
-      excluded.push("table-whitelist");
-    } else {
-      const key = `${facts.studyId}-${facts.schemaId}-v${facts.schemaRevision}`;
-      const listed = settings.tableWhitelist.some(
-        (t) => t.studyId === facts.studyId && t.schemaId === facts.schemaId && t.revision === facts.schemaRevision,
-      );
-      metrics.increment(`${listed ? "accepted" : "excluded"}[${key}]`);
-      if (!listed) excluded.push("table-whitelist");
-    }
+    const schema =
+      facts.schemaId === null || facts.schemaRevision === null
+        ? null
+        : { schemaId: facts.schemaId, revision: facts.schemaRevision };
+    if (!tableAllowed(facts.studyId, schema, settings.tableWhitelist, metrics)) excluded.push("table-whitelist");
   }
   if (settings.exportableStudies && !settings.exportableStudies.has(facts.studyId)) {
     metrics.increment("excluded[study-not-exported]");
     excluded.push("study-not-exported");
   }
   return excluded;
+}
+
+/**
+ * The table whitelist for one study and schema: counted `accepted[study-schema-vN]` or `excluded[…]`; a record
+ * without a schema never passes (`excluded[study-default]`).
+ */
+export function tableAllowed(
+  studyId: string,
+  schema: { schemaId: string; revision: number } | null,
+  whitelist: readonly TableKey[],
+  metrics: ExportMetrics,
+): boolean {
+  if (!schema) {
+    metrics.increment(`excluded[${studyId}-default]`);
+    return false;
+  }
+  const key = `${studyId}-${schema.schemaId}-v${schema.revision}`;
+  const listed = whitelist.some(
+    (t) => t.studyId === studyId && t.schemaId === schema.schemaId && t.revision === schema.revision,
+  );
+  metrics.increment(`${listed ? "accepted" : "excluded"}[${key}]`);
+  return listed;
 }

@@ -22,6 +22,10 @@ export interface UploadsTable {
   attempts: number;
   received_at: string;
   processed_at: string | null;
+  /** From the metadata, kept as columns for export selection. */
+  uploaded_on: string | null;
+  study_id: string | null;
+  health_code: string | null;
 }
 
 export interface UploadFilesTable {
@@ -113,6 +117,17 @@ export interface SchedulesTable {
   last_tick: string;
 }
 
+export interface ParticipantsTable {
+  health_code: string;
+  sharing_scope: string;
+  updated_at: string;
+}
+
+export interface ExportTimesTable {
+  study_id: string;
+  last_export_at: string;
+}
+
 export interface StateDatabase {
   uploads: UploadsTable;
   upload_files: UploadFilesTable;
@@ -124,6 +139,8 @@ export interface StateDatabase {
   run_steps: RunStepsTable;
   leases: LeasesTable;
   schedules: SchedulesTable;
+  participants: ParticipantsTable;
+  export_times: ExportTimesTable;
 }
 
 export type Dialect = "sqlite" | "postgres";

@@ -1,4 +1,5 @@
 import type { Kysely, Migration } from "kysely";
+import { utcInstant } from "./time.js";
 
 /**
  * Schema changes of the state store, in order. Each runs once per database (Kysely's migrator keeps the list).
@@ -135,6 +136,47 @@ export const migrations: Record<string, Migration> = {
         .addColumn("name", "text", (c) => c.primaryKey())
         .addColumn("last_tick", "text", (c) => c.notNull())
         .execute();
+    },
+  },
+  "0004_export": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable("participants")
+        .addColumn("health_code", "text", (c) => c.primaryKey())
+        .addColumn("sharing_scope", "text", (c) => c.notNull())
+        .addColumn("updated_at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable("export_times")
+        .addColumn("study_id", "text", (c) => c.primaryKey())
+        .addColumn("last_export_at", "text", (c) => c.notNull())
+        .execute();
+      // Exports select uploads by time, study and participant: those move out of the metadata into columns.
+      await db.schema.alterTable("uploads").addColumn("uploaded_on", "text").execute();
+      await db.schema.alterTable("uploads").addColumn("study_id", "text").execute();
+      await db.schema.alterTable("uploads").addColumn("health_code", "text").execute();
+      const typed = db as unknown as Kysely<{
+        uploads: {
+          upload_id: string;
+          metadata: string;
+          uploaded_on: string | null;
+          study_id: string | null;
+          health_code: string | null;
+        };
+      }>;
+      for (const row of await typed.selectFrom("uploads").select(["upload_id", "metadata"]).execute()) {
+        const metadata = JSON.parse(row.metadata) as Record<string, string>;
+        await typed
+          .updateTable("uploads")
+          .set({
+            uploaded_on: utcInstant(metadata.uploadedon),
+            study_id: metadata.studyid ?? null,
+            health_code: metadata.healthcode ?? null,
+          })
+          .where("upload_id", "=", row.upload_id)
+          .execute();
+      }
+      await db.schema.createIndex("uploads_uploaded_on").on("uploads").column("uploaded_on").execute();
     },
   },
 };

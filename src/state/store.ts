@@ -8,9 +8,11 @@ import {
   type UploadFilesTable,
   type UploadsTable,
 } from "./database.js";
+import { ExportState } from "./export-state.js";
 import { type Upload, type UploadFile, UploadStatus, type UploadSummary } from "./models.js";
 import { PipelineState } from "./pipeline-state.js";
 import { RelationalizeState } from "./relationalize-state.js";
+import { utcInstant } from "./time.js";
 
 export interface NewUpload {
   recordId: string | null;
@@ -47,6 +49,8 @@ export class StateStore {
   readonly relationalize: RelationalizeState;
   /** Pipeline runs, leases and schedules. */
   readonly pipeline: PipelineState;
+  /** Participants' sharing scopes and the selection of records to export. */
+  readonly exports: ExportState;
 
   private constructor(
     private readonly db: Kysely<StateDatabase>,
@@ -55,6 +59,7 @@ export class StateStore {
   ) {
     this.relationalize = new RelationalizeState(db);
     this.pipeline = new PipelineState(db);
+    this.exports = new ExportState(db);
   }
 
   static async open(config: StateConfig, root: string): Promise<StateStore> {
@@ -103,6 +108,9 @@ export class StateStore {
             attempts: input.attempts ?? 0,
             received_at: new Date().toISOString(),
             processed_at: null,
+            uploaded_on: utcInstant(input.metadata.uploadedon),
+            study_id: input.metadata.studyid ?? null,
+            health_code: input.metadata.healthcode ?? null,
           };
           await trx.insertInto("uploads").values(row).execute();
           return toUpload(row);
