@@ -1,5 +1,6 @@
-import { readdir, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import path from "node:path";
+import { listFiles } from "../storage/walk.js";
 
 export const SIDECAR_SUFFIX = ".metadata.json";
 
@@ -47,16 +48,10 @@ export async function discoverArchives(paths: readonly string[]): Promise<Discov
   return { sources, problems };
 }
 
+/** Archives below a folder, in sorted order; hidden folders (such as a drop folder's `.done/`) are not searched. */
 async function listZips(dir: string): Promise<string[]> {
-  const found: string[] = [];
-  const entries = await readdir(dir, { withFileTypes: true });
-  for (const entry of entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
-    const full = path.join(dir, entry.name);
-    // Hidden folders (such as a drop folder's `.done/`) are not searched.
-    if (entry.isDirectory() && !entry.name.startsWith(".")) found.push(...(await listZips(full)));
-    else if (entry.isFile() && entry.name.toLowerCase().endsWith(".zip")) found.push(full);
-  }
-  return found;
+  const files = await listFiles(dir, { keep: (name) => name.toLowerCase().endsWith(".zip"), skipHiddenFolders: true });
+  return files.map((relative) => path.join(dir, ...relative.split("/")));
 }
 
 async function isFile(p: string): Promise<boolean> {

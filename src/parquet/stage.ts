@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import pLimit from "p-limit";
 import type { TableRows, TypeConflict } from "../relationalize/model.js";
@@ -302,7 +302,6 @@ export class RelationalizeStage {
     const abandoned = await this.ws.state.relationalize.abandonRuns(dataset);
     if (abandoned.length === 0) return;
     const rootName = safeName(dataset);
-    const { readdir } = await import("node:fs/promises");
     const dirs = new Set(tables);
     for (const entry of await readdir(this.parquetRoot).catch(() => [] as string[])) {
       if (entry === rootName || entry.startsWith(`${rootName}_`)) dirs.add(entry);

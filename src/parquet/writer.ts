@@ -1,4 +1,4 @@
-import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
+import { mkdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import {
   BIGINT,
@@ -10,6 +10,7 @@ import {
   VARCHAR,
 } from "@duckdb/node-api";
 import type { TableRows } from "../relationalize/model.js";
+import { listFiles } from "../storage/walk.js";
 import { ident, literal } from "./duckdb.js";
 
 export interface WrittenFile {
@@ -84,24 +85,8 @@ export async function writeParquet(
 }
 
 /** Every `.parquet` file below a folder, as paths relative to it, sorted. */
-export async function listParquet(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (at: string, rel: string) => {
-    let entries: import("node:fs").Dirent[];
-    try {
-      entries = await readdir(at, { withFileTypes: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
-      throw err;
-    }
-    for (const e of entries) {
-      const r = rel ? `${rel}/${e.name}` : e.name;
-      if (e.isDirectory()) await walk(path.join(at, e.name), r);
-      else if (e.name.endsWith(".parquet")) out.push(r);
-    }
-  };
-  await walk(dir, "");
-  return out.sort();
+export function listParquet(dir: string): Promise<string[]> {
+  return listFiles(dir, { keep: (name) => name.endsWith(".parquet") });
 }
 
 /** Rewrites a Parquet file without the rows of some records (atomically); removes it when nothing is left. */

@@ -1,11 +1,12 @@
 import { randomUUID } from "node:crypto";
-import { mkdir, readdir, rename } from "node:fs/promises";
+import { mkdir, rename } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import pino, { type Logger } from "pino";
 import { SIDECAR_SUFFIX } from "../intake/discover.js";
 import { Intake } from "../intake/intake.js";
 import { RelationalizeStage } from "../parquet/stage.js";
+import { listFiles } from "../storage/walk.js";
 import type { Workspace } from "../workspace/workspace.js";
 import { backoffSeconds, isTransient } from "./errors.js";
 import type { Run, RunKind, RunRequest } from "./models.js";
@@ -281,16 +282,9 @@ export class Pipeline {
 }
 
 async function hasArchives(dir: string): Promise<boolean> {
-  let entries: import("node:fs").Dirent[];
-  try {
-    entries = await readdir(dir, { withFileTypes: true });
-  } catch {
-    return false;
-  }
-  for (const entry of entries) {
-    if (entry.isFile() && entry.name.toLowerCase().endsWith(".zip")) return true;
-    if (entry.isDirectory() && !entry.name.startsWith(".") && (await hasArchives(path.join(dir, entry.name))))
-      return true;
-  }
-  return false;
+  const archives = await listFiles(dir, {
+    keep: (name) => name.toLowerCase().endsWith(".zip"),
+    skipHiddenFolders: true,
+  });
+  return archives.length > 0;
 }

@@ -1,8 +1,9 @@
 import { randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { createInterface } from "node:readline";
+import { listFiles } from "./walk.js";
 
 export interface PutOptions {
   /** Flush to disk before the object becomes visible (survives power loss, not only a crash). */
@@ -121,23 +122,8 @@ export class LocalObjectStore implements ObjectStore {
   }
 
   async list(prefix = ""): Promise<string[]> {
-    const keys: string[] = [];
-    const walk = async (dir: string, rel: string): Promise<void> => {
-      let entries: import("node:fs").Dirent[];
-      try {
-        entries = await readdir(dir, { withFileTypes: true });
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
-        throw err;
-      }
-      for (const entry of entries) {
-        const key = rel ? `${rel}/${entry.name}` : entry.name;
-        if (entry.isDirectory()) await walk(path.join(dir, entry.name), key);
-        else if (entry.isFile() && !entry.name.includes(TEMP_SUFFIX) && key.startsWith(prefix)) keys.push(key);
-      }
-    };
-    await walk(this.location, "");
-    return keys.sort();
+    const keys = await listFiles(this.location, { keep: (name) => !name.includes(TEMP_SUFFIX) });
+    return keys.filter((key) => key.startsWith(prefix));
   }
 }
 
