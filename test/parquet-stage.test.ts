@@ -179,8 +179,20 @@ describe("relationalize to Parquet", () => {
         "COPY (SELECT 1) TO '/tmp/x.csv'",
         "SELECT 1; DROP VIEW MotionRecord_v1",
       ]) {
-        await expect(catalog.query(sql)).rejects.toThrow(QueryRefusedError);
+        // Refused by the statement check, or (COPY to a file) already by DuckDB's file access rule while planning.
+        await expect(catalog.query(sql)).rejects.toThrow(
+          /only queries \(SELECT\) are allowed|file system operations are disabled/,
+        );
       }
+      await expect(catalog.query("DROP VIEW MotionRecord_v1")).rejects.toThrow(QueryRefusedError);
+      // Queries reach the tables' files and nothing else on the machine.
+      for (const sql of ["SELECT * FROM read_csv('/etc/passwd')", "SELECT * FROM read_text('/etc/hostname')"]) {
+        await expect(catalog.query(sql)).rejects.toThrow(/file system operations are disabled/);
+      }
+      await expect(catalog.query("SELECT current_setting('enable_external_access') AS v")).resolves.toEqual({
+        columns: ["v"],
+        rows: [[false]],
+      });
       // A write DuckDB itself cannot even plan fails too, and nothing before it ran.
       await expect(catalog.query("SELECT 1; DELETE FROM MotionRecord_v1")).rejects.toThrow(
         /Can only delete from base table/,

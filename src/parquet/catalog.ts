@@ -25,7 +25,10 @@ export class QueryRefusedError extends Error {
   override name = "QueryRefusedError";
 }
 
-/** Read access to the Parquet tables: each table is a view over its files, whatever batch wrote them. */
+/**
+ * Read access to the Parquet tables: each table is a view over its files, whatever batch wrote them. Only the
+ * Parquet folder is readable; other files, and changing that setting, are refused by DuckDB itself.
+ */
 export class Catalog {
   private constructor(
     private readonly connection: DuckDBConnection,
@@ -45,6 +48,10 @@ export class Catalog {
         await duck.connection.run(`CREATE VIEW ${ident(table.name)} AS SELECT * FROM ${catalog.source(table.name)}`);
       }
     }
+    // Queries may read the tables' files and nothing else on this machine, and cannot change that.
+    await duck.connection.run(`SET allowed_directories = [${literal(root)}]`);
+    await duck.connection.run("SET enable_external_access = false");
+    await duck.connection.run("SET lock_configuration = true");
     return catalog;
   }
 
