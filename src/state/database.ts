@@ -1,7 +1,18 @@
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import SQLite from "better-sqlite3";
-import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql } from "kysely";
+import {
+  CompiledQuery,
+  type DatabaseConnection,
+  type Driver,
+  Kysely,
+  Migrator,
+  PostgresDialect,
+  SqliteDialect,
+  type SqliteDialectConfig,
+  SqliteDriver,
+  sql,
+} from "kysely";
 import pg from "pg";
 import type { StateConfig } from "../config/config.js";
 import { migrations } from "./migrations.js";
@@ -164,7 +175,7 @@ export async function openDatabase(config: StateConfig, root: string): Promise<O
     database.pragma("synchronous = NORMAL");
     database.pragma("foreign_keys = ON");
     database.pragma("busy_timeout = 10000");
-    const db = new Kysely<StateDatabase>({ dialect: new SqliteDialect({ database }) });
+    const db = new Kysely<StateDatabase>({ dialect: new ImmediateSqliteDialect({ database }) });
     await migrate(db, undefined);
     return { db, dialect: "sqlite", description: `sqlite:${file}` };
   }
@@ -199,6 +210,27 @@ async function migrate(db: Kysely<StateDatabase>, schema: string | undefined): P
   if (error) {
     const failed = results?.find((r) => r.status === "Error");
     throw new Error(`state store migration ${failed?.migrationName ?? ""} failed: ${(error as Error).message}`);
+  }
+}
+
+/**
+ * SQLite transactions that begin IMMEDIATE: they take the write lock at the start, so a writer waits (up to the
+ * busy timeout) for another process's writer instead of failing with "database is locked" when a read turns
+ * into a write. Several workers may share one SQLite state file this way.
+ */
+class ImmediateSqliteDialect extends SqliteDialect {
+  constructor(private readonly settings: SqliteDialectConfig) {
+    super(settings);
+  }
+
+  override createDriver(): Driver {
+    return new ImmediateSqliteDriver(this.settings);
+  }
+}
+
+class ImmediateSqliteDriver extends SqliteDriver {
+  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw("begin immediate"));
   }
 }
 
