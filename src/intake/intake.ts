@@ -106,16 +106,15 @@ export class Intake {
     for (const problem of problems) {
       record(report, failedItem(problem.path, problem.message), { written: 0, warnings: [] });
     }
-    // Archives are processed several at a time (file I/O dominates); the report keeps the order they were given in.
+    // Archives are processed several at a time (file I/O dominates); Promise.all keeps the order they were given in.
     const limit = pLimit(this.ws.config.concurrency);
-    const results = new Array<IngestOneResult>(sources.length);
     let done = 0;
-    await Promise.all(
-      sources.map((source, i) =>
+    const results = await Promise.all(
+      sources.map((source) =>
         limit(async () => {
           const result = await this.ingestOne(source, options.metadata ?? {});
-          results[i] = result;
           options.onProgress?.(++done, sources.length, result.item);
+          return result;
         }),
       ),
     );
@@ -132,10 +131,9 @@ export class Intake {
     });
     const report: ReprocessReport = { ...emptyReport(), moves: {} };
     const limit = pLimit(this.ws.config.concurrency);
-    const results = new Array<{ item: IngestItem; result: ProcessResult }>(uploads.length);
     let done = 0;
-    await Promise.all(
-      uploads.map((upload, i) =>
+    const results = await Promise.all(
+      uploads.map((upload) =>
         limit(async () => {
           let result: ProcessResult = { status: upload.status, message: null, written: 0, warnings: [] };
           let item: IngestItem;
@@ -145,16 +143,15 @@ export class Intake {
           } catch (err) {
             item = { ...itemFor(upload.sourceName, "failed", upload, result), message: (err as Error).message };
           }
-          results[i] = { item, result };
           options.onProgress?.(++done, uploads.length, item);
+          return { before: upload.status, item, result };
         }),
       ),
     );
-    for (const [i, { item, result }] of results.entries()) {
+    for (const { before, item, result } of results) {
       record(report, item, result);
-      const before = uploads[i]?.status;
-      if (item.action !== "failed")
-        report.moves[`${before}→${result.status}`] = (report.moves[`${before}→${result.status}`] ?? 0) + 1;
+      const move = `${before}→${result.status}`;
+      if (item.action !== "failed") report.moves[move] = (report.moves[move] ?? 0) + 1;
     }
     return report;
   }
