@@ -1,7 +1,13 @@
 import path from "node:path";
 import { type DuckDBConnection, StatementType } from "@duckdb/node-api";
 import { stringify } from "lossless-json";
-import type { ColumnType, DatasetSchema, TableRows, TableSchema } from "../relationalize/model.js";
+import {
+  type ColumnType,
+  type DatasetSchema,
+  rootFieldOf,
+  type TableRows,
+  type TableSchema,
+} from "../relationalize/model.js";
 import { rebuildDocuments } from "../relationalize/rebuild.js";
 import type { Workspace } from "../workspace/workspace.js";
 import { ident, literal, openDuckDB } from "./duckdb.js";
@@ -117,10 +123,7 @@ export class Catalog {
     const { schema } = entry;
     const tables: TableRows[] = [];
     for (const table of schema.tables) {
-      const recordColumn = table.columns.find(
-        (c) =>
-          (c.role === "value" || c.role === "inherited") && c.path.length === 1 && c.path[0] === schema.recordField,
-      );
+      const recordColumn = table.columns.find((c) => rootFieldOf(c) === schema.recordField);
       if (!recordColumn) continue;
       // Each file is read on its own, with its own column types (a later batch may have widened a type).
       for (const relative of await listParquet(path.join(this.root, table.name))) {

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import pLimit from "p-limit";
-import type { TableRows, TypeConflict } from "../relationalize/model.js";
+import { rootFieldOf, type TableRows, type TypeConflict } from "../relationalize/model.js";
 import { safeName } from "../relationalize/naming.js";
 import { parseDocument } from "../relationalize/parse.js";
 import { Relationalizer } from "../relationalize/relationalize.js";
@@ -205,10 +205,7 @@ export class RelationalizeStage {
       if (!schema) throw new Error(`dataset ${dataset}: no schema after relationalizing`);
       const finalSchema = schema;
       const recordColumnOf = (table: (typeof finalSchema.tables)[number]) =>
-        table.columns.find(
-          (c) =>
-            (c.role === "value" || c.role === "inherited") && c.path.length === 1 && c.path[0] === settings.recordField,
-        );
+        table.columns.find((c) => rootFieldOf(c) === settings.recordField);
       for (const [oldBatch, ids] of rewrittenInRun) {
         for (const table of finalSchema.tables) {
           const column = recordColumnOf(table);
@@ -290,11 +287,7 @@ export class RelationalizeStage {
 
   private partitionColumns(table: TableRows): string[] {
     const fields = new Set(this.ws.config.relationalize.partitionFields);
-    return table.schema.columns
-      .filter(
-        (c) => (c.role === "value" || c.role === "inherited") && c.path.length === 1 && fields.has(c.path[0] as string),
-      )
-      .map((c) => c.name);
+    return table.schema.columns.filter((c) => fields.has(rootFieldOf(c) ?? "")).map((c) => c.name);
   }
 
   /** Removes the files of runs that started but never committed (their process died). */

@@ -62,3 +62,13 @@ export interface TableRows {
 }
 
 export const SHAPE_COLUMN = "_shape";
+
+/**
+ * The root field a column carries, if any: a top-level value of the root table, or its copy inherited by a
+ * child table (record id, partition fields).
+ */
+export function rootFieldOf(column: ColumnSchema): string | undefined {
+  return (column.role === "value" || column.role === "inherited") && column.path.length === 1
+    ? column.path[0]
+    : undefined;
+}

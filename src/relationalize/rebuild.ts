@@ -1,6 +1,6 @@
 import { LosslessNumber } from "lossless-json";
-import type { ColumnSchema, DatasetSchema, TableRows, TableSchema } from "./model.js";
-import { decodeShape, type KindTag, samePath } from "./shape.js";
+import { type ColumnSchema, type DatasetSchema, rootFieldOf, type TableRows, type TableSchema } from "./model.js";
+import { decodeShape, type KindTag } from "./shape.js";
 
 interface Located {
   schema: TableSchema;
@@ -55,9 +55,7 @@ export function rebuildDocuments(dataset: DatasetSchema, tables: readonly TableR
 
   const byRecord = new Map<string, Array<{ element: number | undefined; document: unknown }>>();
   for (const located of roots) {
-    const recordAt = located.schema.columns.findIndex(
-      (c) => c.role === "value" && samePath(c.path, [dataset.recordField]),
-    );
+    const recordAt = located.schema.columns.findIndex((c) => rootFieldOf(c) === dataset.recordField);
     const record = String(located.row[recordAt]);
     const shape = decodeShape(located.row[located.schema.columns.findIndex((c) => c.role === "shape")]);
     pushTo(byRecord, record, { element: shape.e, document: decode(located) });

@@ -32,7 +32,3 @@ export function encodeShape(shape: Shape): string | null {
 export function decodeShape(text: unknown): Shape {
   return typeof text === "string" && text.length > 0 ? (JSON.parse(text) as Shape) : {};
 }
-
-export function samePath(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((s, i) => s === b[i]);
-}
