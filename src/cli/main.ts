@@ -1,8 +1,8 @@
 import path from "node:path";
 import { Argument, Command, CommanderError, Option } from "commander";
 import pino from "pino";
-import { SharingMode } from "../export/filter.js";
-import { readParticipants, strictScope } from "../export/participants.js";
+import { SharingMode, strictScope } from "../export/filter.js";
+import { readParticipants } from "../export/participants.js";
 import { planExport, yesterday } from "../export/plan.js";
 import { parseExportRequest } from "../export/request.js";
 import { type IngestReport, Intake, type ReprocessReport } from "../intake/intake.js";

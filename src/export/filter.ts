@@ -15,11 +15,16 @@ const ACCEPTED: Record<SharingMode, readonly SharingScope[]> = {
   PUBLIC_ONLY: ["ALL_QUALIFIED_RESEARCHERS"],
 };
 
-/** A scope as sent (any case, `-` or `_`); missing, blank or unknown counts as NO_SHARING, never as sharing. */
-export function parseScope(value: unknown): SharingScope {
-  if (typeof value !== "string") return "NO_SHARING";
+/** A scope as written (any case, `-` or `_`); null when it names none. */
+export function strictScope(value: unknown): SharingScope | null {
+  if (typeof value !== "string") return null;
   const parsed = SharingScope.safeParse(value.trim().toUpperCase().replace(/-/g, "_"));
-  return parsed.success ? parsed.data : "NO_SHARING";
+  return parsed.success ? parsed.data : null;
+}
+
+/** A scope as sent with a record; missing, blank or unknown counts as NO_SHARING, never as sharing. */
+export function parseScope(value: unknown): SharingScope {
+  return strictScope(value) ?? "NO_SHARING";
 }
 
 /** The more restrictive of the scope at upload and the participant's current one. */

@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { parse as parseCsv } from "csv-parse/sync";
-import { SharingScope } from "./filter.js";
+import { SharingScope, strictScope } from "./filter.js";
 
 export interface ParticipantScope {
   healthCode: string;
@@ -10,13 +10,6 @@ export interface ParticipantScope {
 
 export class ParticipantsFileError extends Error {
   override name = "ParticipantsFileError";
-}
-
-/** A scope as written in a file: any case, `-` or `_`; anything else is refused (never guessed). */
-export function strictScope(value: unknown): SharingScope | null {
-  if (typeof value !== "string") return null;
-  const parsed = SharingScope.safeParse(value.trim().toUpperCase().replace(/-/g, "_"));
-  return parsed.success ? parsed.data : null;
 }
 
 /**

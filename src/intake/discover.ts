@@ -40,7 +40,7 @@ export async function discoverArchives(paths: readonly string[]): Promise<Discov
       continue;
     }
     if (info.isDirectory()) {
-      for (const file of await listZips(p)) await add(file);
+      for (const file of await listArchives(p)) await add(file);
     } else {
       await add(p);
     }
@@ -49,7 +49,7 @@ export async function discoverArchives(paths: readonly string[]): Promise<Discov
 }
 
 /** Archives below a folder, in sorted order; hidden folders (such as a drop folder's `.done/`) are not searched. */
-async function listZips(dir: string): Promise<string[]> {
+export async function listArchives(dir: string): Promise<string[]> {
   const files = await listFiles(dir, { keep: (name) => name.toLowerCase().endsWith(".zip"), skipHiddenFolders: true });
   return files.map((relative) => path.join(dir, ...relative.split("/")));
 }

@@ -24,11 +24,14 @@ const TRANSIENT_CODES = new Set([
   "57P03",
 ]);
 
-/** A failure worth another attempt later (I/O, a connection); anything else (bad data, a bug) is permanent. */
+/**
+ * A failure worth another attempt later (I/O, a connection, or an error that says so with `transient: true`);
+ * anything else (bad data, a bug) is permanent.
+ */
 export function isTransient(error: unknown): boolean {
   for (let e: unknown = error, depth = 0; e && depth < 5; depth++) {
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === "string" && TRANSIENT_CODES.has(code)) return true;
+    const { code, transient } = e as { code?: unknown; transient?: unknown };
+    if (transient === true || (typeof code === "string" && TRANSIENT_CODES.has(code))) return true;
     e = (e as { cause?: unknown }).cause;
   }
   return false;

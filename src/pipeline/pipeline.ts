@@ -3,10 +3,9 @@ import { mkdir, rename } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import pino, { type Logger } from "pino";
-import { SIDECAR_SUFFIX } from "../intake/discover.js";
+import { listArchives, SIDECAR_SUFFIX } from "../intake/discover.js";
 import { Intake } from "../intake/intake.js";
 import { RelationalizeStage } from "../parquet/stage.js";
-import { listFiles } from "../storage/walk.js";
 import type { Workspace } from "../workspace/workspace.js";
 import { backoffSeconds, isTransient } from "./errors.js";
 import type { Run, RunKind, RunRequest } from "./models.js";
@@ -195,7 +194,7 @@ export class Pipeline {
       log.info({ status }, "run finished");
     } catch (err) {
       const message = (err as Error).message;
-      const transient = isTransient(err) || (err as { transient?: boolean }).transient === true;
+      const transient = isTransient(err);
       await this.state.finishStep(run.runId, run.attempts, run.kind, "failed", null, message);
       try {
         if (transient && run.attempts < run.maxAttempts) {
@@ -282,9 +281,5 @@ export class Pipeline {
 }
 
 async function hasArchives(dir: string): Promise<boolean> {
-  const archives = await listFiles(dir, {
-    keep: (name) => name.toLowerCase().endsWith(".zip"),
-    skipHiddenFolders: true,
-  });
-  return archives.length > 0;
+  return (await listArchives(dir)).length > 0;
 }

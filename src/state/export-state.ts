@@ -1,4 +1,5 @@
 import type { Kysely } from "kysely";
+import { chunks } from "./chunks.js";
 import type { StateDatabase } from "./database.js";
 
 export interface ExportableRecord {
@@ -12,22 +13,16 @@ export interface ExportableRecord {
   datasets: string[];
 }
 
-const CHUNK = 500;
-
 /** Participants' current sharing scopes, export times per study, and the selection of records to export. */
 export class ExportState {
   constructor(private readonly db: Kysely<StateDatabase>) {}
 
   async setScopes(entries: ReadonlyArray<{ healthCode: string; scope: string }>): Promise<void> {
     const now = new Date().toISOString();
-    for (let i = 0; i < entries.length; i += CHUNK) {
+    for (const part of chunks(entries)) {
       await this.db
         .insertInto("participants")
-        .values(
-          entries
-            .slice(i, i + CHUNK)
-            .map((e) => ({ health_code: e.healthCode, sharing_scope: e.scope, updated_at: now })),
-        )
+        .values(part.map((e) => ({ health_code: e.healthCode, sharing_scope: e.scope, updated_at: now })))
         .onConflict((oc) =>
           oc
             .column("health_code")
@@ -41,11 +36,11 @@ export class ExportState {
   async scopes(healthCodes: readonly string[]): Promise<Map<string, string>> {
     const out = new Map<string, string>();
     const unique = [...new Set(healthCodes)];
-    for (let i = 0; i < unique.length; i += CHUNK) {
+    for (const part of chunks(unique)) {
       const rows = await this.db
         .selectFrom("participants")
         .select(["health_code", "sharing_scope"])
-        .where("health_code", "in", unique.slice(i, i + CHUNK))
+        .where("health_code", "in", part)
         .execute();
       for (const row of rows) out.set(row.health_code, row.sharing_scope);
     }
@@ -75,11 +70,11 @@ export class ExportState {
     const rows = await query.orderBy("uploaded_on").orderBy("record_id").execute();
     const datasets = new Map<string, string[]>();
     const ids = rows.map((r) => r.upload_id);
-    for (let i = 0; i < ids.length; i += CHUNK) {
+    for (const part of chunks(ids)) {
       const files = await this.db
         .selectFrom("upload_files")
         .select(["upload_id", "dataset_id"])
-        .where("upload_id", "in", ids.slice(i, i + CHUNK))
+        .where("upload_id", "in", part)
         .where("output_key", "is not", null)
         .execute();
       for (const f of files) {

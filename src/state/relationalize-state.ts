@@ -1,5 +1,6 @@
 import type { Kysely } from "kysely";
 import { DatasetSchema } from "../relationalize/model.js";
+import { chunks } from "./chunks.js";
 import type { StateDatabase } from "./database.js";
 
 export interface Bookmark {
@@ -21,14 +22,6 @@ export interface RunCommit {
   records: Map<string, RecordLocation>;
   removedRecords: string[];
   summary: unknown;
-}
-
-const CHUNK = 500;
-
-function chunks<T>(items: readonly T[]): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += CHUNK) out.push(items.slice(i, i + CHUNK));
-  return out;
 }
 
 /** What the relationalize stage keeps: each dataset's table schema, bookmarks, record locations and runs. */
