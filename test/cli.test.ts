@@ -28,6 +28,7 @@ const COMMANDS = [
   "abort",
   "participants",
   "export",
+  "exports",
 ];
 
 /** Runs the real CLI in a child process: real argv parsing, real exit codes, real output streams. */
@@ -223,6 +224,50 @@ describe("the studylake CLI", () => {
     expect(refused.stderr.trim()).toBe("studylake: a run cannot go from skipped to pending");
     expect((await studylake("-w", ws, "retry", queued.run.runId)).stdout).toMatch(/pending again/);
     expect((await studylake("-w", ws, "runs", "show", "nope")).code).toBe(1);
+  });
+
+  it("export writes researcher tables once, refusing a contradictory request or an unknown destination", async () => {
+    const dir = await tempDir();
+    const upload = await synthUpload("valid", 9, { start: new Date("2022-03-01T20:00:00Z"), days: 0 });
+    await writeFile(path.join(dir, upload.fileName), upload.zip);
+    await writeFile(path.join(dir, `${upload.fileName}.metadata.json`), JSON.stringify(upload.metadata));
+    const ingest = await studylake(
+      "-w",
+      ws,
+      "ingest",
+      dir,
+      "--study",
+      "cli-study",
+      "--sharing-scope",
+      "all_qualified_researchers",
+    );
+    expect(ingest.code).toBe(0);
+    const participant = upload.metadata.healthcode as string;
+    expect((await studylake("-w", ws, "participants", "set-scope", participant, "sponsors_and_partners")).code).toBe(0);
+
+    const dry = await studylake("-w", ws, "export", "--date", "2022-03-01", "--dry-run");
+    expect(dry.code).toBe(0);
+    expect(dry.stdout).toMatch(/1 of 1 records would be exported/);
+    const exported = await studylake("-w", ws, "export", "--date", "2022-03-01", "--json");
+    expect(exported.code).toBe(0);
+    const report = JSON.parse(exported.stdout);
+    expect(report).toMatchObject({ status: "succeeded", alreadyDone: false });
+    expect(report.tables.map((t: { key: string }) => t.key)).toContain("cli-study-MotionRecord-v1");
+    expect(report.metrics.counters["accepted[SPONSORS_AND_PARTNERS]"]).toBe(1);
+    const again = await studylake("-w", ws, "export", "--date", "2022-03-01");
+    expect(again.code).toBe(0);
+    expect(again.stdout).toMatch(/already finished \(succeeded\).*nothing written again/);
+    const list = await studylake("-w", ws, "exports", "--json");
+    expect(JSON.parse(list.stdout)).toHaveLength(1);
+
+    const both = await studylake("-w", ws, "export", "--date", "2022-03-01", "--records", "x");
+    expect(both.code).toBe(2);
+    expect(both.stderr.trim()).toBe(
+      "studylake: export request: recordIds: names date and recordIds: a request takes exactly one record source",
+    );
+    const nowhere = await studylake("-w", ws, "export", "--destination", "nope");
+    expect(nowhere.code).toBe(2);
+    expect(nowhere.stderr).toMatch(/destination: no destination 'nope' is configured \(known: default\)/);
   });
 
   it("takes metadata from flags, and refuses --record-id with several archives", async () => {

@@ -1,9 +1,13 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { type Column, canChange, mergeColumns, widen } from "../src/export/columns.js";
 import { effectiveScope, filterRecord, parseScope, type SharingMode, type SharingScope } from "../src/export/filter.js";
+import { inferFields } from "../src/export/infer.js";
 import { ExportMetrics } from "../src/export/metrics.js";
 import { parseExportRequest } from "../src/export/request.js";
 import { columnsOf, parseTimestamp, sanitize, serializeField } from "../src/export/serialize.js";
-import { tsvRow, tsvTable } from "../src/export/tsv.js";
+import { commonCells } from "../src/export/tables.js";
+import { formatRow, parseRows, tsvRow, tsvTable } from "../src/export/tsv.js";
 
 const NO: SharingScope = "NO_SHARING";
 const SP: SharingScope = "SPONSORS_AND_PARTNERS";
@@ -161,7 +165,12 @@ describe("value serialization", () => {
       multiChoiceAnswerList: ["foo", "bar", "true"],
       allowOtherChoices: true,
     };
-    expect(columnsOf(field)).toEqual(["q.foo", "q.bar", "q.true", "q.other"]);
+    expect(columnsOf(field)).toEqual([
+      { name: "q.foo", type: "BOOLEAN" },
+      { name: "q.bar", type: "BOOLEAN" },
+      { name: "q.true", type: "BOOLEAN" },
+      { name: "q.other", type: "LARGETEXT" },
+    ]);
     expect(serializeField(field, ["bar", true, "zed", "baz", 42]).cells).toEqual({
       "q.foo": "false",
       "q.bar": "true",
@@ -174,7 +183,7 @@ describe("value serialization", () => {
 
   it("writes a timestamp as epoch milliseconds plus its zone offset", () => {
     const field = { name: "t", type: "TIMESTAMP" as const };
-    expect(columnsOf(field)).toEqual(["t", "t.timezone"]);
+    expect(columnsOf(field).map((c) => c.name)).toEqual(["t", "t.timezone"]);
     expect(serializeField(field, "2022-02-15T12:47:36.270-08:00").cells).toEqual({
       t: "1644958056270",
       "t.timezone": "-0800",
@@ -200,6 +209,168 @@ describe("TSV", () => {
     expect(tsvTable(["recordId", "x"], [{ recordId: "r1", x: "1" }, { recordId: "r2" }])).toBe(
       '"recordId"\t"x"\n"r1"\t"1"\n"r2"\t\n',
     );
+  });
+});
+
+describe("TSV bytes as the reference's TsvInfoTest", () => {
+  it("writes the header, a row, an extra key ignored, a missing value, and raw newlines, tabs, quotes, backslashes", () => {
+    const text = tsvTable(
+      ["foo", "bar"],
+      [
+        { foo: "foo value", bar: "bar value" },
+        { foo: "second foo value", bar: "second bar value", extra: "ignored" },
+        { bar: "has bar but not foo" },
+        { foo: "newlines\n\ncrlf\r\ntabs\t\tend of line", bar: 'quotes"escaped quotes\\"end of line' },
+      ],
+    );
+    expect(text).toBe(
+      [
+        '"foo"\t"bar"\n',
+        '"foo value"\t"bar value"\n',
+        '"second foo value"\t"second bar value"\n',
+        '\t"has bar but not foo"\n',
+        '"newlines\n\ncrlf\r\ntabs\t\tend of line"\t"quotes""escaped quotes\\\\""end of line"\n',
+      ].join(""),
+    );
+  });
+
+  it("reads back exactly what it writes, in TSV and CSV, nulls included", () => {
+    const cell = fc.option(fc.string({ unit: fc.constantFrom("a", "\\", '"', "\t", "\n", "\r", ",", " ", "é") }), {
+      nil: null,
+    });
+    fc.assert(
+      fc.property(fc.array(fc.array(cell, { minLength: 2, maxLength: 2 }), { maxLength: 5 }), (rows) => {
+        for (const format of ["tsv", "csv"] as const) {
+          const text = rows.map((r) => formatRow(format, r)).join("");
+          expect(parseRows(format, text)).toEqual(rows);
+        }
+      }),
+    );
+    expect(formatRow("csv", ["a,b", 'q"', "back\\", null])).toBe('"a,b","q""","back\\",\n');
+  });
+});
+
+describe("table columns", () => {
+  const col = (type: Column["type"], maxLength?: number): Column =>
+    maxLength === undefined ? { name: "c", type } : { name: "c", type, maxLength };
+
+  it("allows the reference's type changes and no others", () => {
+    expect(canChange(col("INTEGER"), col("DOUBLE"))).toBe(true);
+    expect(canChange(col("DOUBLE"), col("INTEGER"))).toBe(false);
+    expect(canChange(col("DATE"), col("INTEGER"))).toBe(true);
+    expect(canChange(col("INTEGER"), col("DATE"))).toBe(true);
+    expect(canChange(col("STRING", 10), col("STRING", 20))).toBe(true);
+    expect(canChange(col("STRING", 20), col("STRING", 10))).toBe(false);
+    expect(canChange(col("DOUBLE"), col("STRING", 21))).toBe(false);
+    expect(canChange(col("DOUBLE"), col("STRING", 23))).toBe(true);
+    expect(canChange(col("INTEGER"), col("STRING", 19))).toBe(false);
+    expect(canChange(col("INTEGER"), col("STRING", 21))).toBe(true);
+    for (const from of ["STRING", "INTEGER", "DOUBLE"] as const) {
+      expect(canChange(col(from, from === "STRING" ? 100 : undefined), col("LARGETEXT"))).toBe(true);
+    }
+    expect(canChange(col("LARGETEXT"), col("STRING", 1000))).toBe(false);
+    expect(canChange(col("FILEHANDLEID"), col("STRING", 100))).toBe(false);
+  });
+
+  it("widens to the narrowest column holding both, and refuses what cannot be held", () => {
+    expect(widen(col("DOUBLE"), col("INTEGER"))).toEqual(col("DOUBLE"));
+    expect(widen(col("INTEGER"), col("DOUBLE"))).toEqual(col("DOUBLE"));
+    expect(widen(col("BOOLEAN"), col("INTEGER"))).toEqual(col("STRING", 20));
+    expect(widen(col("STRING", 100), col("DOUBLE"))).toEqual(col("STRING", 100));
+    expect(() => widen(col("FILEHANDLEID"), col("BOOLEAN"))).toThrow(/column 'c' is FILEHANDLEID/);
+  });
+
+  it("keeps existing columns in place, appends new ones, widens changed ones, never drops any", () => {
+    const existing: Column[] = [
+      { name: "a", type: "INTEGER" },
+      { name: "b", type: "STRING", maxLength: 100 },
+    ];
+    const merged = mergeColumns(existing, [
+      { name: "c", type: "BOOLEAN" },
+      { name: "a", type: "DOUBLE" },
+    ]);
+    expect(merged.columns).toEqual([
+      { name: "a", type: "DOUBLE" },
+      { name: "b", type: "STRING", maxLength: 100 },
+      { name: "c", type: "BOOLEAN" },
+    ]);
+    expect(merged).toMatchObject({ added: ["c"], changed: ["a"] });
+    expect(mergeColumns(merged.columns, [{ name: "a", type: "INTEGER" }])).toMatchObject({ added: [], changed: [] });
+  });
+});
+
+describe("inferred fields", () => {
+  const exclude = new Set(["recordid", "year"]);
+
+  it("types each top-level key by its values, leaving out added keys, nulls and non-object documents", () => {
+    const fields = inferFields(
+      [
+        { b: true, i: 3, f: 1, t: "2022-02-15T12:00:00Z", s: "x", o: { deep: 1 }, n: null, recordid: "r", year: 2022 },
+        { b: false, i: -4, f: 2.5, t: "2022-02-15T12:00:00-08:00", s: "y".repeat(150), o: [1] },
+        [{ sample: 1 }],
+      ],
+      [],
+      exclude,
+    );
+    expect(fields).toEqual([
+      { name: "b", type: "BOOLEAN" },
+      { name: "i", type: "INT" },
+      { name: "f", type: "FLOAT" },
+      { name: "t", type: "TIMESTAMP" },
+      { name: "s", type: "STRING", maxLength: 1000 },
+      { name: "o", type: "ATTACHMENT_JSON_BLOB" },
+    ]);
+  });
+
+  it("keeps known fields in order and only widens them", () => {
+    const previous = inferFields([{ i: 1, s: "short", t: "2022-02-15T12:00:00Z" }], [], exclude);
+    const next = inferFields([{ n: true, i: 1.5, s: "x".repeat(2000), t: "not a time" }], previous, exclude);
+    expect(next).toEqual([
+      { name: "i", type: "FLOAT" },
+      { name: "s", type: "STRING", unboundedText: true },
+      { name: "t", type: "TIMESTAMP" },
+      { name: "n", type: "BOOLEAN" },
+    ]);
+    expect(inferFields([{ i: "text now" }], [{ name: "i", type: "INT" }], exclude)).toEqual([
+      { name: "i", type: "STRING", maxLength: 100 },
+    ]);
+  });
+});
+
+describe("common columns", () => {
+  it("takes app version and phone from client info, sorts data groups, cleans and cuts free text", () => {
+    const { cells, truncated } = commonCells(
+      {
+        recordId: "r1",
+        healthCode: "hc",
+        uploadedOn: "2022-02-15T06:30:00.000Z",
+        metadata: {
+          clientinfo:
+            "ClientInfo [appName=App, appVersion=73, deviceName=iPhone 7 Plus, osName=iPhone OS, osVersion=15.1]",
+          datagroups: "b_group, a_group",
+          externalid: `<b>ext</b> ${"x".repeat(200)}`,
+          sharingscope: "all_qualified_researchers",
+          assessmentrevision: "5",
+        },
+      },
+      { exportDate: "2022-02-16", timezone: "America/Los_Angeles" },
+    );
+    expect(cells).toMatchObject({
+      recordId: "r1",
+      appVersion: "73",
+      phoneInfo: "iPhone 7 Plus; iPhone OS 15.1",
+      uploadDate: "2022-02-14",
+      exportDate: "2022-02-16",
+      dataGroups: "a_group,b_group",
+      createdOn: String(Date.parse("2022-02-15T06:30:00.000Z")),
+      createdOnTimeZone: "+0000",
+      userSharingScope: "ALL_QUALIFIED_RESEARCHERS",
+      assessmentRevision: "5",
+    });
+    expect(cells.externalId).toHaveLength(128);
+    expect(cells.externalId?.startsWith("ext x")).toBe(true);
+    expect(truncated).toBe(1);
+    expect(cells).not.toHaveProperty("dayInStudy");
   });
 });
 

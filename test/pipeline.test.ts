@@ -240,7 +240,14 @@ function pipelineSuite(
     it("requests a missed schedule's run once, however many ticks were missed", async () => {
       const ws = await open({
         schedules: [
-          { name: "daily", cron: "0 2 * * *", timezone: "America/Los_Angeles", kind: "relationalize", target: "D" },
+          {
+            name: "daily",
+            cron: "0 2 * * *",
+            timezone: "America/Los_Angeles",
+            kind: "relationalize",
+            target: "D",
+            request: {},
+          },
         ],
       });
       const pipeline = new Pipeline(ws);

@@ -1,10 +1,14 @@
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { Argument, Command, CommanderError, Option } from "commander";
 import pino from "pino";
+import { DEFAULT_DESTINATION } from "../config/config.js";
+import { Exporter, type ExportReport, openDestination } from "../export/exporter.js";
 import { SharingMode, strictScope } from "../export/filter.js";
+import type { ExportMetrics } from "../export/metrics.js";
 import { readParticipants } from "../export/participants.js";
-import { planExport, yesterday } from "../export/plan.js";
-import { parseExportRequest } from "../export/request.js";
+import { planExport, type Selection, yesterday } from "../export/plan.js";
+import { parseExportRequest, RECORD_SOURCES } from "../export/request.js";
 import { type IngestReport, Intake, type ReprocessReport } from "../intake/intake.js";
 import { Catalog, documentText } from "../parquet/catalog.js";
 import { type RelationalizeReport, RelationalizeStage } from "../parquet/stage.js";
@@ -484,29 +488,31 @@ export function buildProgram(): Command {
   program
     .command("export")
     .description(
-      "decide what an export of records to researcher tables contains, and count it (--dry-run; writing tables comes next)",
+      "export records to researcher tables (one per study and schema, plus appVersion and status tables), honouring each participant's current sharing scope",
     )
     .option("--date <YYYY-MM-DD>", "records uploaded on this day in the export time zone (default: yesterday)")
     .option("--start <time>", "records uploaded from this time (with --end)")
     .option("--end <time>", "records uploaded before this time")
     .option("--since-last-export", "each study's records since its last export")
-    .option("--records <ids...>", "exactly these record ids (a redrive)")
+    .option("--records <ids...>", "exactly these record ids: a redrive, replacing their rows")
     .option("--request <file>", "a JSON request file instead of the flags above")
     .addOption(new Option("--sharing-mode <mode>", "which sharing scopes to export").choices(SharingMode.options))
     .option("--study <id...>", "study whitelist")
     .option("--table <study:schema:revision...>", "table whitelist")
+    .option("--destination <name>", "a destination configured under export.destinations (default: default)")
     .option("--tag <text>", "free text kept with the export")
-    .option("--dry-run", "select, filter and count without writing anything (required for now)")
+    .option("--again", "export a selection that was exported before: adds the records it left out, keeps existing rows")
+    .option("--dry-run", "select, filter and count without writing anything")
     .option("--json", "machine-readable output")
     .action(async (opts: Record<string, unknown>) => {
-      if (!opts.dryRun)
-        throw new UsageError(
-          "writing researcher tables is not available yet; run with --dry-run to see what an export would contain",
-        );
       await withWorkspace(program, async (ws) => {
         let input: Record<string, unknown>;
         if (typeof opts.request === "string") {
-          input = JSON.parse(await (await import("node:fs/promises")).readFile(opts.request, "utf8"));
+          try {
+            input = JSON.parse(await readFile(opts.request, "utf8"));
+          } catch (err) {
+            throw new UsageError(`--request ${opts.request}: ${(err as Error).message}`);
+          }
         } else {
           input = {
             ...(opts.date ? { date: opts.date } : {}),
@@ -526,35 +532,116 @@ export function buildProgram(): Command {
                 }
               : {}),
           };
-          if (!["date", "startDateTime", "sinceLastExport", "recordIds"].some((k) => k in input)) {
-            input.date = yesterday(ws.config.export.timezone, new Date());
-          }
+          if (!RECORD_SOURCES.some((k) => k in input)) input.date = yesterday(ws.config.export.timezone, new Date());
         }
+        if (typeof opts.destination === "string") input.destination = opts.destination;
         let request: ReturnType<typeof parseExportRequest>;
         try {
           request = parseExportRequest(input);
+          if (!opts.dryRun) await openDestination(ws, request.destination ?? DEFAULT_DESTINATION).close();
         } catch (err) {
           throw new UsageError((err as Error).message);
         }
-        const plan = await planExport(ws, request);
-        if (opts.json) {
-          printJson({
-            request,
-            selection: plan.selection,
-            records: plan.records,
-            errors: plan.errors,
-            metrics: plan.metrics,
-          });
+        if (opts.dryRun) {
+          const plan = await planExport(ws, request);
+          const tables = new Map<string, number>();
+          for (const p of plan.records)
+            for (const d of p.documents) tables.set(d.table.key, (tables.get(d.table.key) ?? 0) + 1);
+          if (opts.json) {
+            printJson({
+              request,
+              selection: plan.selection,
+              records: plan.records.map((p) => ({
+                recordId: p.record.recordId,
+                studyId: p.record.studyId,
+                tables: p.documents.map((d) => d.table.key),
+              })),
+              tables: Object.fromEntries(tables),
+              errors: plan.errors,
+              metrics: plan.metrics,
+            });
+            return;
+          }
+          console.log(
+            `Export (dry run) of ${describeSelection(plan.selection)}: ${plan.records.length} of ${plan.metrics.counter("numTotal")} records would be exported.`,
+          );
+          for (const [key, n] of [...tables].sort()) console.log(`  ${key}: ${n} rows`);
+          printMetrics(plan.metrics.toJSON(), plan.errors);
           return;
         }
-        const { counters, distinctCounts, values } = plan.metrics.toJSON();
+        const bar = progress("export", !opts.json);
+        let report: ExportReport;
+        try {
+          report = await new Exporter(ws).run(request, {
+            again: opts.again === true,
+            onProgress: (done, total) => bar.update(done, total),
+          });
+        } finally {
+          bar.stop();
+        }
+        if (report.status !== "succeeded") process.exitCode = EXIT_FAILURE;
+        if (opts.json) {
+          printJson(report);
+          return;
+        }
+        if (report.alreadyDone) {
+          console.log(
+            `Export ${report.exportId} of ${describeSelection(report.selection)} to '${report.destination}' already finished (${report.status}) on ${report.exportDate}: nothing written again. Use --again to add what it left out, or --records to redrive records.`,
+          );
+          return;
+        }
+        if (report.tables.length > 0) {
+          console.log(
+            table([
+              ["TABLE", "ROWS", "COLUMNS ADDED", "LOCATION"],
+              ...report.tables.map((t) => [t.key, t.rows, t.added.length, t.location]),
+            ]),
+          );
+        }
+        printMetrics(report.metrics, report.errors);
+        if (report.redrive) {
+          console.log(
+            `${report.redrive.records} records failed for a transient reason: redrive run ${report.redrive.runId} queued for ${report.redrive.notBefore} (a worker or 'studylake run' will take it).`,
+          );
+        }
+        const lines = Object.entries(report.metrics.counters)
+          .filter(([k]) => k.endsWith(".lineCount"))
+          .reduce((n, [, v]) => n + v, 0);
         console.log(
-          `Export (dry run) of ${JSON.stringify(plan.selection)}: ${plan.records.length} of ${counters.numTotal ?? 0} records would be exported.`,
+          `Export ${report.exportId} of ${describeSelection(report.selection)} to '${report.destination}': ${report.status}; ${report.tables.length} tables, ${lines} rows written, ${report.errors.length} errors.`,
         );
-        for (const [name, n] of Object.entries(counters)) console.log(`  ${name}: ${n}`);
-        for (const [name, n] of Object.entries(distinctCounts)) console.log(`  ${name}: ${n} distinct`);
-        for (const [name, list] of Object.entries(values)) console.log(`  ${name}: ${list.join(", ")}`);
-        for (const e of plan.errors) console.log(`  error: ${e}`);
+      });
+    });
+
+  program
+    .command("exports")
+    .description("list recent exports, newest first")
+    .option("--limit <n>", "how many", "20")
+    .option("--json", "machine-readable output")
+    .action(async (opts: { limit: string; json?: boolean }) => {
+      await withWorkspace(program, async (ws) => {
+        const rows = await ws.state.exports.list(Number(opts.limit));
+        if (opts.json) {
+          printJson(rows);
+          return;
+        }
+        if (rows.length === 0) {
+          console.log("No exports yet.");
+          return;
+        }
+        console.log(
+          table([
+            ["EXPORT", "DATE", "DESTINATION", "STATUS", "TAG", "ERROR"],
+            ...rows.map((r) => [
+              r.exportId,
+              r.exportDate,
+              r.destination,
+              r.status,
+              (r.request as { tag?: string }).tag ?? "",
+              r.error ?? "",
+            ]),
+          ]),
+        );
       });
     });
 
@@ -604,6 +691,21 @@ async function withCatalog(program: Command, work: (catalog: Catalog) => Promise
 
 function globals(program: Command): GlobalOptions {
   return program.opts<GlobalOptions>();
+}
+
+function describeSelection(selection: Selection): string {
+  if (selection.kind === "records") return `${selection.recordIds.length} named records`;
+  if (selection.kind === "window") return `uploads from ${selection.start} to ${selection.end}`;
+  return `each study's uploads since its last export, to ${selection.end}`;
+}
+
+/** Counters, distinct counts (never the values: they may be participant ids) and value lists, then errors. */
+function printMetrics(metrics: ReturnType<ExportMetrics["toJSON"]>, errors: readonly string[]): void {
+  for (const [name, n] of Object.entries(metrics.counters)) console.log(`  ${name}: ${n}`);
+  for (const [name, n] of Object.entries(metrics.distinctCounts)) console.log(`  ${name}: ${n} distinct`);
+  for (const [name, list] of Object.entries(metrics.values)) console.log(`  ${name}: ${list.join(", ")}`);
+  for (const e of errors.slice(0, 20)) console.log(`  error: ${e}`);
+  if (errors.length > 20) console.log(`  … and ${errors.length - 20} more errors (--json lists them all)`);
 }
 
 async function withWorkspace(program: Command, work: (ws: Workspace) => Promise<void>): Promise<void> {

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
+import { FieldDefinition } from "../export/serialize.js";
 
 export const CONFIG_FILE = "studylake.config.json";
 
@@ -23,16 +24,16 @@ const AllowedValidationError = z.object({
   clientInfoContains: z.string().optional(),
 });
 
+/** A PostgreSQL schema name that needs no quoting. */
+const PgSchemaName = z.string().regex(/^[a-z_][a-z0-9_]*$/, "must be lower-case letters, digits and _");
+
 const StateConfig = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("sqlite"), path: z.string().default("state.db") }),
   z.object({
     kind: z.literal("postgres"),
     url: z.string().min(1),
     /** Tables live in this PostgreSQL schema, so several workspaces can share one database. */
-    schema: z
-      .string()
-      .regex(/^[a-z_][a-z0-9_]*$/)
-      .default("studylake"),
+    schema: PgSchemaName.default("studylake"),
   }),
 ]);
 
@@ -42,10 +43,34 @@ const Schedule = z.object({
   cron: z.string().min(1),
   /** IANA time zone, for example America/Los_Angeles (the reference runs its daily export at 2am Pacific). */
   timezone: z.string().default("UTC"),
-  kind: z.enum(["intake", "relationalize"]),
-  /** A dataset id, or `*` for every dataset (relationalize). */
+  kind: z.enum(["intake", "relationalize", "export"]),
+  /** A dataset id, or `*` for every dataset (relationalize); an export destination's name (export). */
   target: z.string().default("*"),
+  /**
+   * Export only: request fields each tick's request starts from (for example a study whitelist or a sharing
+   * mode), as the reference's scheduler configuration overrides them. The tick fills in yesterday's date.
+   */
+  request: z.record(z.string(), z.unknown()).default({}),
 });
+
+const ExportDestination = z.discriminatedUnion("kind", [
+  z.object({
+    kind: z.literal("folder"),
+    /** Relative to the workspace. */
+    path: z.string().min(1),
+    format: z.enum(["tsv", "csv"]).default("tsv"),
+  }),
+  z.object({
+    kind: z.literal("postgres"),
+    url: z.string().min(1),
+    /** Researcher tables live in this PostgreSQL schema. */
+    schema: PgSchemaName.default("studylake_export"),
+  }),
+]);
+export type ExportDestination = z.infer<typeof ExportDestination>;
+
+/** The destination an export goes to when its request names none. */
+export const DEFAULT_DESTINATION = "default";
 
 export const Limits = z.object({
   /** Largest archive accepted, in bytes. */
@@ -112,8 +137,26 @@ export const Config = z.object({
       timezone: z.string().default("America/Los_Angeles"),
       /** Studies configured for export; when set, records of other studies are excluded (and counted). */
       studies: z.array(z.string().min(1)).optional(),
+      /** Named destinations; `default` is used when a request names none. */
+      destinations: z
+        .record(z.string().regex(/^[A-Za-z0-9_.-]+$/), ExportDestination)
+        .default({ [DEFAULT_DESTINATION]: { kind: "folder", path: "exports", format: "tsv" } }),
+      /**
+       * Declared fields per dataset id (the reference's typed schemas: multi-choice answers, string lengths);
+       * a dataset without declared fields has them inferred from its documents.
+       */
+      fields: z.record(z.string(), z.array(FieldDefinition)).default({}),
+      /** Records whose export failed for a transient reason are exported again, up to `maxCount` times. */
+      redrive: z
+        .object({ maxCount: z.number().int().min(0).default(2), delaySeconds: z.number().nonnegative().default(900) })
+        .default({ maxCount: 2, delaySeconds: 900 }),
     })
-    .default({ timezone: "America/Los_Angeles" }),
+    .default({
+      timezone: "America/Los_Angeles",
+      destinations: { [DEFAULT_DESTINATION]: { kind: "folder", path: "exports", format: "tsv" } },
+      fields: {},
+      redrive: { maxCount: 2, delaySeconds: 900 },
+    }),
   pipeline: z
     .object({
       /** Archives dropped here are taken in by `studylake run` and `studylake worker`, then moved to `.done/`. */
@@ -156,6 +199,8 @@ export const Config = z.object({
   fsyncRaw: z.boolean().default(true),
 });
 export type Config = z.infer<typeof Config>;
+/** A configuration as written, before defaults are filled in. */
+export type ConfigInput = z.input<typeof Config>;
 export type StateConfig = z.infer<typeof StateConfig>;
 
 /** A parsed configuration plus the folder its relative paths are resolved against. */

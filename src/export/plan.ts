@@ -4,6 +4,7 @@ import type { Workspace } from "../workspace/workspace.js";
 import { type FilterSettings, filterRecord, tableAllowed } from "./filter.js";
 import { ExportMetrics } from "./metrics.js";
 import type { ExportRequest } from "./request.js";
+import { dataTable, type TableRef } from "./tables.js";
 
 /** The records an export covers: a time window per study, or a list of record ids. */
 export type Selection =
@@ -47,15 +48,18 @@ export function schemaOf(datasetId: string): { schemaId: string; revision: numbe
 }
 
 export interface PlannedRecord {
-  recordId: string;
-  studyId: string;
-  /** Tables the record goes to: `{study}-{schema}-v{revision}`. */
-  tables: string[];
+  record: ExportableRecord & { studyId: string };
+  /** The record's documents that go to a data table, each with its table. */
+  documents: Array<{ table: TableRef; key: string }>;
+  /** A record without documents goes to its study's default table. */
+  schemaless: boolean;
 }
 
 export interface ExportPlan {
   selection: Selection;
   records: PlannedRecord[];
+  /** Studies whose records were selected (each gets a status row when the export finishes). */
+  studies: string[];
   errors: string[];
   metrics: ExportMetrics;
 }
@@ -88,40 +92,48 @@ export async function planExport(ws: Workspace, request: ExportRequest, now = ne
     ...(request.studyWhitelist ? { studyWhitelist: new Set(request.studyWhitelist) } : {}),
     ...(ws.config.export.studies ? { exportableStudies: new Set(ws.config.export.studies) } : {}),
   };
-  const plan: ExportPlan = { selection, records: [], errors: [], metrics };
+  const plan: ExportPlan = { selection, records: [], studies: [], errors: [], metrics };
+  if (selection.kind === "records") {
+    const found = new Set(candidates.map((r) => r.recordId));
+    for (const id of selection.recordIds.filter((i) => !found.has(i))) {
+      metrics.increment("errorCount");
+      plan.errors.push(`record ${id}: no valid upload has this record id`);
+    }
+  }
+  // A day's status rows name every study configured for export, even one without records that day.
+  const studies = new Set<string>(
+    selection.kind === "records"
+      ? []
+      : (ws.config.export.studies ?? []).filter((s) => !request.studyWhitelist || request.studyWhitelist.includes(s)),
+  );
   for (const record of candidates) {
     metrics.increment("numTotal");
     if (!record.studyId) {
       metrics.increment("errorCount");
-      plan.errors.push(`record ${record.recordId} has no study id`);
+      plan.errors.push(`record ${record.recordId}: no study id (set defaultStudyId, or send studyid with the upload)`);
       continue;
     }
+    const studyId = record.studyId;
     const participantScope = record.healthCode ? scopes.get(record.healthCode) : undefined;
     if (participantScope === undefined) metrics.increment("unknownParticipant");
     const excluded = filterRecord(
-      {
-        studyId: record.studyId,
-        schemaId: null,
-        schemaRevision: null,
-        recordScope: record.metadata.sharingscope,
-        participantScope,
-      },
+      { studyId, schemaId: null, schemaRevision: null, recordScope: record.metadata.sharingscope, participantScope },
       settings,
       metrics,
     );
-    if (excluded.length > 0) continue;
-    const tables = record.datasets.flatMap((dataset) => {
-      const schema = schemaOf(dataset);
-      if (request.tableWhitelist && !tableAllowed(record.studyId as string, schema, request.tableWhitelist, metrics))
-        return [];
-      return [`${record.studyId}-${schema.schemaId}-v${schema.revision}`];
-    });
-    if (request.tableWhitelist && tables.length === 0) continue;
-    for (const table of tables) metrics.increment(`${table}.lineCount`);
-    if (record.healthCode) metrics.addDistinct(`uniqueHealthCodes[${record.studyId}]`, record.healthCode);
-    const appVersion = /appVersion=([^,\]]+)/.exec(record.metadata.clientinfo ?? "")?.[1]?.trim();
-    if (appVersion) metrics.addValue(`uniqueAppVersions[${record.studyId}]`, appVersion);
-    plan.records.push({ recordId: record.recordId, studyId: record.studyId, tables });
+    const documents: PlannedRecord["documents"] = [];
+    for (const doc of record.documents) {
+      const schema = schemaOf(doc.datasetId);
+      if (request.tableWhitelist && !tableAllowed(studyId, schema, request.tableWhitelist, metrics)) continue;
+      documents.push({ table: dataTable(studyId, doc.datasetId, schema.schemaId, schema.revision), key: doc.key });
+    }
+    const schemaless = record.documents.length === 0;
+    if (schemaless && request.tableWhitelist) tableAllowed(studyId, null, request.tableWhitelist, metrics);
+    if (!excluded.includes("study-whitelist") && !excluded.includes("study-not-exported")) studies.add(studyId);
+    if (excluded.length > 0 || (request.tableWhitelist && documents.length === 0)) continue;
+    if (record.healthCode) metrics.addDistinct(`uniqueHealthCodes[${studyId}]`, record.healthCode);
+    plan.records.push({ record: { ...record, studyId }, documents, schemaless });
   }
+  plan.studies = [...studies].sort();
   return plan;
 }

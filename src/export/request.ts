@@ -22,6 +22,8 @@ export const ExportRequest = z
     studyWhitelist: z.array(z.string().min(1)).min(1, "must name at least one study when given").optional(),
     tableWhitelist: z.array(TableKey).min(1, "must name at least one table when given").optional(),
     tag: z.string().default("(no tag)"),
+    /** How many times these records were redriven already (automatic redrives stop at a configured count). */
+    redriveCount: z.number().int().min(0).default(0),
     destination: z.string().min(1).optional(),
   })
   .strict()

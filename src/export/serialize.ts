@@ -1,7 +1,8 @@
 import sanitizeHtml from "sanitize-html";
 import { z } from "zod";
+import { type Column, MAX_STRING_LENGTH } from "./columns.js";
 
-/** Field types of a study schema, as the reference exporter knows them (attachments are not handled here). */
+/** Field types of a study schema, as the reference exporter knows them. */
 export const FieldType = z.enum([
   "BOOLEAN",
   "INT",
@@ -14,6 +15,8 @@ export const FieldType = z.enum([
   "TIME_V2",
   "MULTI_CHOICE",
   "TIMESTAMP",
+  /** A JSON value stored as a file of its own; the cell holds the file's key. */
+  "ATTACHMENT_JSON_BLOB",
 ]);
 export type FieldType = z.infer<typeof FieldType>;
 
@@ -58,26 +61,62 @@ export interface SerializedField {
   dropped: string[];
 }
 
-/** The columns a field becomes in a researcher table, in order. */
-export function columnsOf(input: FieldDefinition): string[] {
-  const field = FieldDefinition.parse(input);
-  if (field.type === "MULTI_CHOICE") {
-    return [
-      ...field.multiChoiceAnswerList.map((a) => `${field.name}.${a}`),
-      ...(field.allowOtherChoices ? [`${field.name}.other`] : []),
-    ];
-  }
-  if (field.type === "TIMESTAMP") return [field.name, `${field.name}.timezone`];
-  return [field.name];
+/** A string field's maximum length; undefined when it is unbounded. */
+function maxLengthOf(field: z.output<typeof FieldDefinition>): number | undefined {
+  return field.unboundedText ? undefined : (field.maxLength ?? DEFAULT_MAX[field.type] ?? STRING_DEFAULT_MAX);
 }
 
-/** Serializes one JSON value to its field's columns by the reference's rules; anything that does not fit is empty. */
-export function serializeField(input: FieldDefinition, value: unknown): SerializedField {
+/** The columns a field becomes in a researcher table, in order, with their types (the reference's mapping). */
+export function columnsOf(input: FieldDefinition): Column[] {
+  const field = FieldDefinition.parse(input);
+  const name = field.name;
+  switch (field.type) {
+    case "MULTI_CHOICE":
+      return [
+        ...field.multiChoiceAnswerList.map((a): Column => ({ name: `${name}.${a}`, type: "BOOLEAN" })),
+        ...(field.allowOtherChoices ? [{ name: `${name}.other`, type: "LARGETEXT" } as const] : []),
+      ];
+    case "TIMESTAMP":
+      return [
+        { name, type: "DATE" },
+        { name: `${name}.timezone`, type: "STRING", maxLength: 5 },
+      ];
+    case "BOOLEAN":
+      return [{ name, type: "BOOLEAN" }];
+    case "INT":
+      return [{ name, type: "INTEGER" }];
+    case "FLOAT":
+      return [{ name, type: "DOUBLE" }];
+    case "ATTACHMENT_JSON_BLOB":
+      return [{ name, type: "FILEHANDLEID" }];
+    default: {
+      const max = maxLengthOf(field);
+      return [
+        max === undefined || max > MAX_STRING_LENGTH
+          ? { name, type: "LARGETEXT" }
+          : { name, type: "STRING", maxLength: max },
+      ];
+    }
+  }
+}
+
+/** Stores a JSON text as an attachment and returns its key. */
+export type Attach = (json: string) => string;
+
+/**
+ * Serializes one JSON value to its field's columns by the reference's rules; anything that does not fit is
+ * empty. Attachments go through `attach`.
+ */
+export function serializeField(input: FieldDefinition, value: unknown, attach?: Attach): SerializedField {
   const field = FieldDefinition.parse(input);
   const out: SerializedField = { cells: {}, truncated: false, dropped: [] };
   if (value === null || value === undefined) return out;
   const name = field.name;
   switch (field.type) {
+    case "ATTACHMENT_JSON_BLOB":
+      if (!attach) throw new Error(`field '${name}' is an attachment and no attachment store was given`);
+      out.cells[name] = attach(JSON.stringify(value));
+      break;
     case "BOOLEAN":
       if (typeof value === "boolean") out.cells[name] = String(value);
       break;
@@ -116,8 +155,7 @@ export function serializeField(input: FieldDefinition, value: unknown): Serializ
     }
     default: {
       const text = typeof value === "string" ? value : JSON.stringify(value);
-      const max = field.unboundedText ? undefined : (field.maxLength ?? DEFAULT_MAX[field.type] ?? STRING_DEFAULT_MAX);
-      const cleaned = sanitize(text, max);
+      const cleaned = sanitize(text, maxLengthOf(field));
       out.cells[name] = cleaned.value;
       out.truncated = cleaned.truncated;
     }

@@ -7,6 +7,8 @@ export const RunKind = z.enum([
   "intake",
   /** Relationalize one dataset (target) to Parquet. */
   "relationalize",
+  /** Export records to researcher tables (target: `export:<destination>`; params.request: the request). */
+  "export",
 ]);
 export type RunKind = z.infer<typeof RunKind>;
 
@@ -19,6 +21,8 @@ export const RunRequest = z.object({
   requestedBy: z.string().min(1).default("cli"),
   idempotencyKey: z.string().min(1).optional(),
   maxAttempts: z.number().int().min(1).max(50).optional(),
+  /** Not run before this time (a delayed redrive). */
+  notBefore: z.iso.datetime({ offset: true }).optional(),
 });
 export type RunRequest = z.input<typeof RunRequest>;
 

@@ -3,6 +3,10 @@ import { mkdir, rename } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import pino, { type Logger } from "pino";
+import { type Config, DEFAULT_DESTINATION } from "../config/config.js";
+import { Exporter, exportTarget } from "../export/exporter.js";
+import { yesterday } from "../export/plan.js";
+import { parseExportRequest } from "../export/request.js";
 import { listArchives, SIDECAR_SUFFIX } from "../intake/discover.js";
 import { Intake } from "../intake/intake.js";
 import { RelationalizeStage } from "../parquet/stage.js";
@@ -71,6 +75,23 @@ export const EXECUTORS: Record<RunKind, Executor> = {
     log.info({ records: report.records, replaced: report.replaced, deleted: report.deleted }, "relationalize finished");
     return { summary: report, skipped: report.runId === null };
   },
+
+  async export(run, { ws, log }) {
+    const request = parseExportRequest(run.params.request ?? {});
+    const report = await new Exporter(ws, { log }).run(request, { leaseHeld: true });
+    return {
+      summary: {
+        exportId: report.exportId,
+        status: report.status,
+        alreadyDone: report.alreadyDone,
+        tables: report.tables.length,
+        errors: report.errors.slice(0, 20),
+        redrive: report.redrive,
+        counters: report.metrics.counters,
+      },
+      skipped: report.alreadyDone,
+    };
+  },
 };
 
 async function moveDone(drop: string, runId: string, sources: string[]): Promise<void> {
@@ -131,24 +152,31 @@ export class Pipeline {
     return queued ?? (await this.request(request)).run;
   }
 
-  /** Requests what is due: an intake when archives wait in the drop folder, and every schedule's missed tick. */
+  /**
+   * Requests what is due: an intake when archives wait in the drop folder, and each schedule's latest tick
+   * since it last ran (missed ticks run once).
+   */
   async requestDue(now = new Date()): Promise<Run[]> {
     const runs: Run[] = [];
     const drop = path.resolve(this.ws.root, this.ws.config.pipeline.dropFolder);
     if (await hasArchives(drop))
       runs.push(await this.requestOnce({ kind: "intake", target: "intake", requestedBy: "drop-folder" }));
     for (const schedule of this.ws.config.pipeline.schedules) {
-      const tick = dueTick(schedule.cron, schedule.timezone, await this.state.lastTick(schedule.name), now);
+      const lastTick = await this.state.lastTick(schedule.name);
+      const tick = dueTick(schedule.cron, schedule.timezone, lastTick, now);
       if (!tick) continue;
-      const targets =
-        schedule.kind === "relationalize" && schedule.target === "*"
-          ? await new RelationalizeStage(this.ws).datasets()
-          : [schedule.kind === "intake" ? "intake" : schedule.target];
-      for (const target of targets) {
+      if (lastTick === undefined) {
+        // As cron: a new schedule starts from now; ticks from before it was configured are not owed.
+        await this.state.setLastTick(schedule.name, tick);
+        this.log.info({ schedule: schedule.name, tick }, "schedule started; its first run is at its next tick");
+        continue;
+      }
+      for (const { target, params } of await this.scheduledRuns(schedule, tick)) {
         const key = `schedule:${schedule.name}:${tick}:${target}`;
         const { run } = await this.request({
           kind: schedule.kind,
           target,
+          params,
           requestedBy: `schedule:${schedule.name}`,
           idempotencyKey: key,
         });
@@ -158,6 +186,31 @@ export class Pipeline {
       this.log.info({ schedule: schedule.name, tick }, "schedule due");
     }
     return runs;
+  }
+
+  /**
+   * The runs one tick of a schedule asks for: one intake; a relationalize per dataset (`*`) or of one; an
+   * export of the day before the tick (in the export time zone) to the schedule's destination, starting from
+   * the schedule's request fields.
+   */
+  private async scheduledRuns(
+    schedule: Config["pipeline"]["schedules"][number],
+    tick: string,
+  ): Promise<Array<{ target: string; params: Record<string, unknown> }>> {
+    if (schedule.kind === "intake") return [{ target: "intake", params: {} }];
+    if (schedule.kind === "relationalize") {
+      const datasets = schedule.target === "*" ? await new RelationalizeStage(this.ws).datasets() : [schedule.target];
+      return datasets.map((target) => ({ target, params: {} }));
+    }
+    const destination = schedule.target === "*" ? DEFAULT_DESTINATION : schedule.target;
+    const request = {
+      ...schedule.request,
+      date: yesterday(this.ws.config.export.timezone, new Date(tick)),
+      destination,
+    };
+    // A bad override fails here, where the configuration is named, rather than in every run.
+    parseExportRequest(request);
+    return [{ target: exportTarget(destination), params: { request } }];
   }
 
   /** Claims and executes one run; undefined when nothing is runnable now. */

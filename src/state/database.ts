@@ -139,6 +139,42 @@ export interface ExportTimesTable {
   last_export_at: string;
 }
 
+/** One export of records to researcher tables: its request, status and metrics. */
+export interface ExportsTable {
+  export_id: string;
+  /** Same key, same export: a finished export is not repeated. */
+  idempotency_key: string;
+  destination: string;
+  export_date: string;
+  request: string;
+  status: string;
+  started_at: string;
+  finished_at: string | null;
+  metrics: string | null;
+  error: string | null;
+}
+
+/** The bookkeeping of researcher tables: which table holds a study's schema, with which columns. */
+export interface ExportTablesTable {
+  destination: string;
+  table_key: string;
+  study_id: string;
+  table_name: string;
+  /** The schema's fields the table was built from (JSON). */
+  fields: string;
+  /** Ordered column list (JSON), as the destination has it. */
+  columns: string;
+  updated_at: string;
+}
+
+/** Which export wrote each record's row in each table: exactly once, and what a redrive replaces. */
+export interface ExportRecordsTable {
+  destination: string;
+  table_key: string;
+  record_id: string;
+  export_id: string;
+}
+
 export interface StateDatabase {
   uploads: UploadsTable;
   upload_files: UploadFilesTable;
@@ -152,6 +188,9 @@ export interface StateDatabase {
   schedules: SchedulesTable;
   participants: ParticipantsTable;
   export_times: ExportTimesTable;
+  exports: ExportsTable;
+  export_tables: ExportTablesTable;
+  export_records: ExportRecordsTable;
 }
 
 export type Dialect = "sqlite" | "postgres";

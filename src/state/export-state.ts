@@ -1,6 +1,10 @@
-import type { Kysely } from "kysely";
+import { randomUUID } from "node:crypto";
+import type { Kysely, Selectable } from "kysely";
+import { z } from "zod";
+import type { Column } from "../export/columns.js";
+import type { FieldDefinition } from "../export/serialize.js";
 import { chunks } from "./chunks.js";
-import type { StateDatabase } from "./database.js";
+import type { ExportsTable, StateDatabase } from "./database.js";
 
 export interface ExportableRecord {
   uploadId: string;
@@ -9,8 +13,49 @@ export interface ExportableRecord {
   healthCode: string | null;
   uploadedOn: string | null;
   metadata: Record<string, string>;
-  /** Datasets the record's documents went to. */
-  datasets: string[];
+  /** The raw archive, in the raw store. */
+  rawKey: string;
+  /** The record's documents: dataset and key in the JSON store, sorted by dataset. */
+  documents: Array<{ datasetId: string; key: string }>;
+}
+
+/** How an export ended (running: under way, or cut off and to be resumed by the same request). */
+export const ExportStatus = z.enum(["running", "succeeded", "completed_with_errors", "failed"]);
+export type ExportStatus = z.infer<typeof ExportStatus>;
+
+export interface ExportRow {
+  exportId: string;
+  idempotencyKey: string;
+  destination: string;
+  exportDate: string;
+  request: unknown;
+  status: ExportStatus;
+  startedAt: string;
+  finishedAt: string | null;
+  metrics: unknown;
+  error: string | null;
+}
+
+/** A researcher table as the bookkeeping knows it. */
+export interface KnownTable {
+  tableName: string;
+  fields: FieldDefinition[];
+  columns: Column[];
+}
+
+function toExport(row: Selectable<ExportsTable>): ExportRow {
+  return {
+    exportId: row.export_id,
+    idempotencyKey: row.idempotency_key,
+    destination: row.destination,
+    exportDate: row.export_date,
+    request: JSON.parse(row.request),
+    status: ExportStatus.parse(row.status),
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    metrics: row.metrics === null ? null : JSON.parse(row.metrics),
+    error: row.error,
+  };
 }
 
 /** Participants' current sharing scopes, export times per study, and the selection of records to export. */
@@ -61,26 +106,27 @@ export class ExportState {
   ): Promise<ExportableRecord[]> {
     let query = this.db
       .selectFrom("uploads")
-      .select(["upload_id", "record_id", "study_id", "health_code", "uploaded_on", "metadata"])
+      .select(["upload_id", "record_id", "study_id", "health_code", "uploaded_on", "metadata", "raw_key"])
       .where("status", "=", "valid");
     query =
       "recordIds" in selection
         ? query.where("record_id", "in", selection.recordIds.length > 0 ? [...selection.recordIds] : [""])
         : query.where("uploaded_on", ">=", selection.start).where("uploaded_on", "<", selection.end);
     const rows = await query.orderBy("uploaded_on").orderBy("record_id").execute();
-    const datasets = new Map<string, string[]>();
+    const documents = new Map<string, Array<{ datasetId: string; key: string }>>();
     const ids = rows.map((r) => r.upload_id);
     for (const part of chunks(ids)) {
       const files = await this.db
         .selectFrom("upload_files")
-        .select(["upload_id", "dataset_id"])
+        .select(["upload_id", "dataset_id", "output_key"])
         .where("upload_id", "in", part)
         .where("output_key", "is not", null)
         .execute();
       for (const f of files) {
-        const list = datasets.get(f.upload_id) ?? [];
-        if (f.dataset_id && !list.includes(f.dataset_id)) list.push(f.dataset_id);
-        datasets.set(f.upload_id, list);
+        if (!f.dataset_id || !f.output_key) continue;
+        const list = documents.get(f.upload_id) ?? [];
+        list.push({ datasetId: f.dataset_id, key: f.output_key });
+        documents.set(f.upload_id, list);
       }
     }
     return rows.map((r) => ({
@@ -90,7 +136,10 @@ export class ExportState {
       healthCode: r.health_code,
       uploadedOn: r.uploaded_on,
       metadata: JSON.parse(r.metadata),
-      datasets: (datasets.get(r.upload_id) ?? []).sort(),
+      rawKey: r.raw_key,
+      documents: (documents.get(r.upload_id) ?? []).sort((a, b) =>
+        a.datasetId < b.datasetId ? -1 : a.datasetId > b.datasetId ? 1 : 0,
+      ),
     }));
   }
 
@@ -101,6 +150,190 @@ export class ExportState {
       .where("study_id", "=", studyId)
       .executeTakeFirst();
     return row?.last_export_at;
+  }
+
+  /** Moves a study's last export time forward (never back: exporting an old day does not rewind it). */
+  async setLastExport(studyId: string, at: string): Promise<void> {
+    const current = await this.lastExport(studyId);
+    if (current !== undefined && current >= at) return;
+    await this.db
+      .insertInto("export_times")
+      .values({ study_id: studyId, last_export_at: at })
+      .onConflict((oc) => oc.column("study_id").doUpdateSet({ last_export_at: at }))
+      .execute();
+  }
+
+  /**
+   * Starts the export with this idempotency key, or returns the one that has it: a finished one (nothing to
+   * do), or one that was cut off or failed (resumed under its id, so tables it wrote are not written twice).
+   */
+  async begin(input: {
+    idempotencyKey: string;
+    destination: string;
+    exportDate: string;
+    request: unknown;
+  }): Promise<{ export: ExportRow; created: boolean }> {
+    const existing = await this.db
+      .selectFrom("exports")
+      .selectAll()
+      .where("idempotency_key", "=", input.idempotencyKey)
+      .executeTakeFirst();
+    if (existing) {
+      if (existing.status === "running" || existing.status === "failed") {
+        await this.db
+          .updateTable("exports")
+          .set({ status: "running", error: null, finished_at: null })
+          .where("export_id", "=", existing.export_id)
+          .execute();
+        return { export: toExport({ ...existing, status: "running", error: null, finished_at: null }), created: false };
+      }
+      return { export: toExport(existing), created: false };
+    }
+    const row = {
+      export_id: randomUUID(),
+      idempotency_key: input.idempotencyKey,
+      destination: input.destination,
+      export_date: input.exportDate,
+      request: JSON.stringify(input.request),
+      status: "running",
+      started_at: new Date().toISOString(),
+      finished_at: null,
+      metrics: null,
+      error: null,
+    };
+    await this.db.insertInto("exports").values(row).execute();
+    return { export: toExport(row), created: true };
+  }
+
+  async finish(exportId: string, status: ExportStatus, metrics: unknown, error: string | null): Promise<void> {
+    await this.db
+      .updateTable("exports")
+      .set({ status, metrics: JSON.stringify(metrics), error, finished_at: new Date().toISOString() })
+      .where("export_id", "=", exportId)
+      .execute();
+  }
+
+  async get(exportId: string): Promise<ExportRow | undefined> {
+    const row = await this.db.selectFrom("exports").selectAll().where("export_id", "=", exportId).executeTakeFirst();
+    return row && toExport(row);
+  }
+
+  /** The newest exports first. */
+  async list(limit: number): Promise<ExportRow[]> {
+    const rows = await this.db.selectFrom("exports").selectAll().orderBy("started_at", "desc").limit(limit).execute();
+    return rows.map(toExport);
+  }
+
+  async table(destination: string, tableKey: string): Promise<KnownTable | undefined> {
+    const row = await this.db
+      .selectFrom("export_tables")
+      .selectAll()
+      .where("destination", "=", destination)
+      .where("table_key", "=", tableKey)
+      .executeTakeFirst();
+    return row && { tableName: row.table_name, fields: JSON.parse(row.fields), columns: JSON.parse(row.columns) };
+  }
+
+  async tables(destination: string): Promise<Array<KnownTable & { tableKey: string; studyId: string }>> {
+    const rows = await this.db
+      .selectFrom("export_tables")
+      .selectAll()
+      .where("destination", "=", destination)
+      .orderBy("table_key")
+      .execute();
+    return rows.map((row) => ({
+      tableKey: row.table_key,
+      studyId: row.study_id,
+      tableName: row.table_name,
+      fields: JSON.parse(row.fields),
+      columns: JSON.parse(row.columns),
+    }));
+  }
+
+  /** Which export wrote each of these records' rows, per table (all tables when `tableKey` is undefined). */
+  async exported(
+    destination: string,
+    recordIds: readonly string[],
+    tableKey?: string,
+  ): Promise<Array<{ tableKey: string; recordId: string; exportId: string }>> {
+    const out: Array<{ tableKey: string; recordId: string; exportId: string }> = [];
+    for (const part of chunks([...new Set(recordIds)])) {
+      let query = this.db
+        .selectFrom("export_records")
+        .select(["table_key", "record_id", "export_id"])
+        .where("destination", "=", destination)
+        .where("record_id", "in", part);
+      if (tableKey !== undefined) query = query.where("table_key", "=", tableKey);
+      for (const row of await query.execute()) {
+        out.push({ tableKey: row.table_key, recordId: row.record_id, exportId: row.export_id });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Records that an export wrote a table: its columns and fields, the records whose rows it holds now, and
+   * the replaced records that have no row any more. One transaction, after the destination committed.
+   */
+  async commitTable(input: {
+    destination: string;
+    tableKey: string;
+    studyId: string;
+    tableName: string;
+    fields: readonly FieldDefinition[];
+    columns: readonly Column[];
+    exportId: string;
+    recordIds: readonly string[];
+    removedRecordIds: readonly string[];
+  }): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      const now = new Date().toISOString();
+      await trx
+        .insertInto("export_tables")
+        .values({
+          destination: input.destination,
+          table_key: input.tableKey,
+          study_id: input.studyId,
+          table_name: input.tableName,
+          fields: JSON.stringify(input.fields),
+          columns: JSON.stringify(input.columns),
+          updated_at: now,
+        })
+        .onConflict((oc) =>
+          oc.columns(["destination", "table_key"]).doUpdateSet({
+            table_name: input.tableName,
+            fields: JSON.stringify(input.fields),
+            columns: JSON.stringify(input.columns),
+            updated_at: now,
+          }),
+        )
+        .execute();
+      for (const part of chunks(input.removedRecordIds)) {
+        await trx
+          .deleteFrom("export_records")
+          .where("destination", "=", input.destination)
+          .where("table_key", "=", input.tableKey)
+          .where("record_id", "in", part)
+          .execute();
+      }
+      // A record with several documents in one table has several rows there, and one bookkeeping row.
+      for (const part of chunks([...new Set(input.recordIds)])) {
+        await trx
+          .insertInto("export_records")
+          .values(
+            part.map((recordId) => ({
+              destination: input.destination,
+              table_key: input.tableKey,
+              record_id: recordId,
+              export_id: input.exportId,
+            })),
+          )
+          .onConflict((oc) =>
+            oc.columns(["destination", "table_key", "record_id"]).doUpdateSet({ export_id: input.exportId }),
+          )
+          .execute();
+      }
+    });
   }
 
   async studies(): Promise<string[]> {

@@ -179,4 +179,45 @@ export const migrations: Record<string, Migration> = {
       await db.schema.createIndex("uploads_uploaded_on").on("uploads").column("uploaded_on").execute();
     },
   },
+  "0005_export_tables": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable("exports")
+        .addColumn("export_id", "text", (c) => c.primaryKey())
+        .addColumn("idempotency_key", "text", (c) => c.notNull().unique())
+        .addColumn("destination", "text", (c) => c.notNull())
+        .addColumn("export_date", "text", (c) => c.notNull())
+        .addColumn("request", "text", (c) => c.notNull())
+        .addColumn("status", "text", (c) => c.notNull())
+        .addColumn("started_at", "text", (c) => c.notNull())
+        .addColumn("finished_at", "text")
+        .addColumn("metrics", "text")
+        .addColumn("error", "text")
+        .execute();
+      await db.schema
+        .createTable("export_tables")
+        .addColumn("destination", "text", (c) => c.notNull())
+        .addColumn("table_key", "text", (c) => c.notNull())
+        .addColumn("study_id", "text", (c) => c.notNull())
+        .addColumn("table_name", "text", (c) => c.notNull())
+        .addColumn("fields", "text", (c) => c.notNull())
+        .addColumn("columns", "text", (c) => c.notNull())
+        .addColumn("updated_at", "text", (c) => c.notNull())
+        .addPrimaryKeyConstraint("export_tables_pk", ["destination", "table_key"])
+        .execute();
+      await db.schema
+        .createTable("export_records")
+        .addColumn("destination", "text", (c) => c.notNull())
+        .addColumn("table_key", "text", (c) => c.notNull())
+        .addColumn("record_id", "text", (c) => c.notNull())
+        .addColumn("export_id", "text", (c) => c.notNull())
+        .addPrimaryKeyConstraint("export_records_pk", ["destination", "table_key", "record_id"])
+        .execute();
+      await db.schema
+        .createIndex("export_records_record")
+        .on("export_records")
+        .columns(["destination", "record_id"])
+        .execute();
+    },
+  },
 };

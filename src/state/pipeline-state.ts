@@ -46,7 +46,7 @@ export class PipelineState {
             status: "pending",
             attempts: 0,
             max_attempts: req.maxAttempts ?? defaultMaxAttempts,
-            next_attempt_at: now,
+            next_attempt_at: req.notBefore ? new Date(req.notBefore).toISOString() : now,
             created_at: now,
             started_at: null,
             finished_at: null,

@@ -21,7 +21,14 @@ export async function initWorkspace(dir: string): Promise<InitResult> {
   const root = path.resolve(dir);
   const configFile = path.join(root, CONFIG_FILE);
   if (existsSync(configFile)) throw new Error(`${configFile} already exists: this folder is a workspace already`);
-  const config = Config.parse({});
+  // The reference's daily export: yesterday's records, every night at 2am Pacific, when a worker runs.
+  const config = Config.parse({
+    pipeline: {
+      schedules: [
+        { name: "daily-export", cron: "0 2 * * *", timezone: "America/Los_Angeles", kind: "export", target: "default" },
+      ],
+    },
+  });
   await mkdir(root, { recursive: true });
   const created: string[] = [];
   for (const folder of Object.values(config.paths)) {

@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
-import { CONFIG_FILE, type Config } from "../../src/config/config.js";
+import { CONFIG_FILE, type ConfigInput } from "../../src/config/config.js";
 import { openWorkspace, type Workspace } from "../../src/workspace/workspace.js";
 
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
@@ -24,7 +24,7 @@ export async function tempDir(prefix = "studylake-test-"): Promise<string> {
 }
 
 /** A workspace config that reads reference data straight from the shared fixtures. */
-export function fixtureConfig(overrides: Partial<Config> = {}): Record<string, unknown> {
+export function fixtureConfig(overrides: Partial<ConfigInput> = {}): Record<string, unknown> {
   return {
     archiveMap: path.join(FIXTURES, "mobile-client-json", "archive-map.json"),
     schemaMapping: path.join(FIXTURES, "bridgedownstream-config", "schema_mapping.json"),
@@ -43,7 +43,7 @@ export interface TestWorkspace {
   cleanup(): Promise<void>;
 }
 
-export async function makeWorkspace(overrides: Partial<Config> = {}): Promise<TestWorkspace> {
+export async function makeWorkspace(overrides: Partial<ConfigInput> = {}): Promise<TestWorkspace> {
   const root = await tempDir();
   await mkdir(root, { recursive: true });
   await writeFile(path.join(root, CONFIG_FILE), JSON.stringify(fixtureConfig(overrides), null, 2));
