@@ -430,3 +430,40 @@ describe("export over several days", () => {
     expect(row?.metrics).toMatchObject({ counters: { numTotal: records.length } });
   }, 60_000);
 });
+
+describe.skipIf(!pgReady)("export with the state store on PostgreSQL", () => {
+  it("keeps the same bookkeeping: exactly once, and a redrive replaces rows", async () => {
+    const stateSchema = uniqueSchema();
+    const destSchema = uniqueSchema();
+    const t = await makeWorkspace({
+      state: { kind: "postgres", url: POSTGRES_URL, schema: stateSchema },
+      export: { destinations: destinations(destSchema) },
+    });
+    try {
+      const records = await seedExportDay(t.ws, { records: 45, day: DAY });
+      const request = parseExportRequest({ date: DAY, sharingMode: "SHARED", destination: "pg" });
+      const first = await new Exporter(t.ws).run(request, { now: NEXT_DAY });
+      expect(first.status).toBe("succeeded");
+      expect((await new Exporter(t.ws).run(request, { now: NEXT_DAY })).alreadyDone).toBe(true);
+      const sleep = records.filter((r) => r.studyId === "study-b" && r.datasetId === "Sleep_v1" && shared(r));
+      expect(sleep.length).toBeGreaterThan(0);
+      const redrive = await new Exporter(t.ws).run(
+        parseExportRequest({ recordIds: sleep.map((r) => r.recordId), sharingMode: "SHARED", destination: "pg" }),
+        { now: NEXT_DAY },
+      );
+      expect(redrive.metrics.counters["study-b-Sleep-v1.lineCount"]).toBe(sleep.length);
+      const rows = await pgQuery<{ recordId: string }>(`SELECT "recordId" FROM "${destSchema}"."study-b-Sleep-v1"`);
+      expect(rows.map((r) => r.recordId).sort()).toEqual(sleep.map((r) => r.recordId).sort());
+      const exported = await t.ws.state.exports.exported(
+        "pg",
+        sleep.map((r) => r.recordId),
+        "study-b-Sleep-v1",
+      );
+      expect(new Set(exported.map((e) => e.exportId))).toEqual(new Set([redrive.exportId]));
+    } finally {
+      await t.cleanup();
+      await dropSchema(stateSchema);
+      await dropSchema(destSchema);
+    }
+  }, 60_000);
+});
