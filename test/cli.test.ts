@@ -29,6 +29,15 @@ const COMMANDS = [
   "participants",
   "export",
   "exports",
+  "datasets",
+  "import",
+  "compact",
+  "transform",
+  "users",
+  "grant",
+  "revoke",
+  "tokens",
+  "audit",
 ];
 
 /** Runs the real CLI in a child process: real argv parsing, real exit codes, real output streams. */
@@ -268,6 +277,44 @@ describe("the studylake CLI", () => {
     const nowhere = await studylake("-w", ws, "export", "--destination", "nope");
     expect(nowhere.code).toBe(2);
     expect(nowhere.stderr).toMatch(/destination: no destination 'nope' is configured \(known: default\)/);
+  });
+
+  it("lake: datasets, import, grants, governed queries, time travel, output files, withdrawal and audit", async () => {
+    const dir = await tempDir();
+    await writeFile(path.join(dir, "day1.csv"), "healthCode,score\np1,1\np2,2\n");
+    await writeFile(path.join(dir, "day2.csv"), "healthCode,score\np3,3\n");
+    expect(
+      (await studylake("-w", ws, "datasets", "create", "scores", "--tier", "restricted", "--kind", "delta")).code,
+    ).toBe(0);
+    const imported = await studylake("-w", ws, "import", "scores", path.join(dir, "day1.csv"), "--kind", "snapshot");
+    expect(imported.stdout.trim()).toBe("Imported 2 rows into scores as update u000001 (snapshot).");
+    expect((await studylake("-w", ws, "import", "scores", path.join(dir, "day2.csv"))).code).toBe(0);
+    expect((await studylake("-w", ws, "users", "create", "ana", "--role", "analyst")).code).toBe(0);
+    const asAna = (sql: string, ...flags: string[]) => studylake("-w", ws, "query", "--as", "ana", sql, ...flags);
+    const denied = await asAna("SELECT * FROM scores");
+    expect(denied.code).toBe(1);
+    expect(denied.stderr.trim()).toBe("studylake: Catalog Error: Table with name scores does not exist!");
+    expect((await studylake("-w", ws, "grant", "read", "tier:restricted", "--to", "role:analyst")).code).toBe(0);
+    const rows = await asAna("SELECT count(*) AS n FROM scores", "--format", "json");
+    expect(JSON.parse(rows.stdout)).toEqual([{ n: 3 }]);
+    const before = await asAna("SELECT count(*) AS n FROM scores", "--as-of", "scores=u000001", "--format", "csv");
+    expect(before.stdout).toBe("n\n2\n");
+    const out = path.join(dir, "scores.parquet");
+    const written = await asAna("SELECT * FROM scores", "--format", "parquet", "--output", out);
+    expect(written.stdout.trim()).toBe(`Wrote 3 rows (2 columns) to ${out}.`);
+    const refused = await asAna(`SELECT * FROM read_parquet('${out}')`);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/table function read_parquet\(\) is not allowed/);
+    expect((await studylake("-w", ws, "grant", "read", "tier:secret", "--to", "role:analyst")).code).toBe(2);
+
+    const withdrawn = await studylake("-w", ws, "participants", "withdraw", "p2");
+    expect(withdrawn.stdout).toMatch(/scores: 1 rows removed in update u000003/);
+    const after = await asAna("SELECT healthCode FROM scores ORDER BY 1", "--format", "csv");
+    expect(after.stdout).toBe("healthCode\np1\np3\n");
+    const show = await studylake("-w", ws, "datasets", "show", "scores");
+    expect(show.stdout).toMatch(/u000003 +snapshot +committed +2 +operator .* withdraw/);
+    const audit = JSON.parse((await studylake("-w", ws, "audit", "--user", "ana", "--json")).stdout);
+    expect(audit.map((e: { outcome: string }) => e.outcome)).toEqual(["ok", "refused", "ok", "ok", "ok", "refused"]);
   });
 
   it("takes metadata from flags, and refuses --record-id with several archives", async () => {

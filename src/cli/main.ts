@@ -10,6 +10,7 @@ import { readParticipants } from "../export/participants.js";
 import { planExport, type Selection, yesterday } from "../export/plan.js";
 import { parseExportRequest, RECORD_SOURCES } from "../export/request.js";
 import { type IngestReport, Intake, type ReprocessReport } from "../intake/intake.js";
+import { Lake } from "../lake/lake.js";
 import { Catalog, documentText } from "../parquet/catalog.js";
 import { type RelationalizeReport, RelationalizeStage } from "../parquet/stage.js";
 import { RunKind } from "../pipeline/models.js";
@@ -18,18 +19,13 @@ import { RunStatus } from "../pipeline/status.js";
 import { UploadStatus } from "../state/models.js";
 import { LocalObjectStore } from "../storage/object-store.js";
 import { initWorkspace } from "../workspace/init.js";
-import { openWorkspace, type Workspace } from "../workspace/workspace.js";
+import { addLakeCommands, lakeQuery, printResult } from "./lake.js";
 import { printJson, progress, table } from "./output.js";
+import { globals, UsageError, withWorkspace } from "./shared.js";
 
 /** Exit codes: 0 ok, 1 the work failed, 2 the command was used wrongly. */
 const EXIT_FAILURE = 1;
 const EXIT_USAGE = 2;
-
-class UsageError extends Error {}
-
-interface GlobalOptions {
-  workspace: string;
-}
 
 /** Metadata flags of `ingest`, named after the upload-metadata keys they set. */
 const METADATA_FLAGS = [
@@ -258,33 +254,43 @@ export function buildProgram(): Command {
 
   program
     .command("query")
-    .description("run read-only SQL over the tables (each table is a view) through DuckDB")
+    .description(
+      "run read-only SQL through DuckDB: over the relationalized tables, or with --as/--lake over the lake's datasets the user may read",
+    )
     .argument("<sql>", "one or more SELECT statements; the last one's result is printed")
-    .addOption(new Option("--format <format>", "output format").choices(["table", "csv", "json"]).default("table"))
-    .action(async (sql: string, opts: { format: "table" | "csv" | "json" }) => {
-      await withCatalog(program, async (catalog) => {
-        const result = await catalog.query(sql);
-        if (opts.format === "json") {
-          printJson(result.rows.map((r) => Object.fromEntries(result.columns.map((c, i) => [c, r[i]]))));
-        } else if (opts.format === "csv") {
-          const cell = (v: unknown) => {
-            const text = v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v);
-            return /[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
-          };
-          process.stdout.write(`${[result.columns, ...result.rows].map((r) => r.map(cell).join(",")).join("\n")}\n`);
-        } else {
-          console.log(
-            table([
-              result.columns,
-              ...result.rows.map((r) =>
-                r.map((v) => (v === null ? null : typeof v === "object" ? JSON.stringify(v) : String(v))),
-              ),
-            ]),
-          );
-          console.log(`(${result.rows.length} row${result.rows.length === 1 ? "" : "s"})`);
+    .addOption(
+      new Option("--format <format>", "output format").choices(["table", "csv", "json", "parquet"]).default("table"),
+    )
+    .option("--as <user>", "query the lake as this user: only datasets they may read exist")
+    .option("--lake", "query the lake (as the operator, or as STUDYLAKE_TOKEN's user)")
+    .option("--as-of <dataset=update...>", "lake: read a dataset as of an update")
+    .option("--at <time>", "lake: read every dataset as it was at this time")
+    .option("--output <file>", "lake: write the result to a file (csv, json or parquet) instead of printing it")
+    .action(
+      async (
+        sql: string,
+        opts: {
+          format: "table" | "csv" | "json" | "parquet";
+          as?: string;
+          lake?: boolean;
+          asOf?: string[];
+          at?: string;
+          output?: string;
+        },
+      ) => {
+        if (opts.as !== undefined || opts.lake || process.env.STUDYLAKE_TOKEN) {
+          await withWorkspace(program, (ws) => lakeQuery(ws, sql, opts));
+          return;
         }
-      });
-    });
+        if (opts.format === "parquet" || opts.asOf || opts.at || opts.output) {
+          throw new UsageError(
+            "--format parquet, --as-of, --at and --output work on the lake: add --as <user> or --lake",
+          );
+        }
+        const format = opts.format;
+        await withCatalog(program, async (catalog) => printResult(await catalog.query(sql), format));
+      },
+    );
 
   program
     .command("rebuild-json")
@@ -485,6 +491,28 @@ export function buildProgram(): Command {
       });
     });
 
+  participants
+    .command("withdraw")
+    .description(
+      "a participant withdraws: their rows leave every lake dataset (new updates), every read hides them, and exports skip them",
+    )
+    .argument("<healthCode>", "participant")
+    .option("--json", "machine-readable output")
+    .action(async (healthCode: string, opts: { json?: boolean }) => {
+      await withWorkspace(program, async (ws) => {
+        const lake = new Lake(ws);
+        const updates = await lake.withdraw(healthCode, await lake.principal());
+        if (opts.json) {
+          printJson({ participant: healthCode, updates });
+          return;
+        }
+        for (const u of updates) console.log(`  ${u.dataset}: ${u.removed} rows removed in update ${u.update}`);
+        console.log(
+          `Participant ${healthCode} withdrawn: ${updates.length} datasets updated; sharing scope NO_SHARING; hidden from every query.`,
+        );
+      });
+    });
+
   program
     .command("export")
     .description(
@@ -645,6 +673,7 @@ export function buildProgram(): Command {
       });
     });
 
+  addLakeCommands(program);
   return program;
 }
 
@@ -689,10 +718,6 @@ async function withCatalog(program: Command, work: (catalog: Catalog) => Promise
   });
 }
 
-function globals(program: Command): GlobalOptions {
-  return program.opts<GlobalOptions>();
-}
-
 function describeSelection(selection: Selection): string {
   if (selection.kind === "records") return `${selection.recordIds.length} named records`;
   if (selection.kind === "window") return `uploads from ${selection.start} to ${selection.end}`;
@@ -706,15 +731,6 @@ function printMetrics(metrics: ReturnType<ExportMetrics["toJSON"]>, errors: read
   for (const [name, list] of Object.entries(metrics.values)) console.log(`  ${name}: ${list.join(", ")}`);
   for (const e of errors.slice(0, 20)) console.log(`  error: ${e}`);
   if (errors.length > 20) console.log(`  … and ${errors.length - 20} more errors (--json lists them all)`);
-}
-
-async function withWorkspace(program: Command, work: (ws: Workspace) => Promise<void>): Promise<void> {
-  const ws = await openWorkspace(globals(program).workspace);
-  try {
-    await work(ws);
-  } finally {
-    await ws.close();
-  }
 }
 
 function metadataFlags(opts: Record<string, unknown>): Record<string, string> {

@@ -14,8 +14,11 @@ export function table(rows: ReadonlyArray<ReadonlyArray<string | number | null>>
     .join("\n");
 }
 
+/** JSON on stdout; 64-bit integers (DuckDB's BIGINT) as numbers when exact, else as strings. */
 export function printJson(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  const replacer = (_key: string, v: unknown) =>
+    typeof v === "bigint" ? (Number.isSafeInteger(Number(v)) ? Number(v) : v.toString()) : v;
+  process.stdout.write(`${JSON.stringify(value, replacer, 2)}\n`);
 }
 
 export interface Progress {

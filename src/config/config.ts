@@ -108,8 +108,10 @@ export const Config = z.object({
       json: z.string().default("json"),
       quarantine: z.string().default("quarantine"),
       parquet: z.string().default("parquet"),
+      /** The lake: `raw/<dataset>/<update>/` and `data/<dataset>/<update>/` inside. */
+      lake: z.string().default("lake"),
     })
-    .default({ raw: "raw", json: "json", quarantine: "quarantine", parquet: "parquet" }),
+    .default({ raw: "raw", json: "json", quarantine: "quarantine", parquet: "parquet", lake: "lake" }),
   state: StateConfig.default({ kind: "sqlite", path: "state.db" }),
   /** The archive map (mobile-client-json format) that names a JSON Schema per file. */
   archiveMap: z.string().default("reference/archive-map.json"),
@@ -193,6 +195,12 @@ export const Config = z.object({
       partitionFields: ["assessmentid", "year", "month", "day"],
       batchRows: 50_000,
     }),
+  lake: z
+    .object({
+      /** Columns that name the participant of a row: a withdrawal removes and hides rows by them. */
+      participantColumns: z.array(z.string().min(1)).default(["healthCode", "healthcode", "participant_id"]),
+    })
+    .default({ participantColumns: ["healthCode", "healthcode", "participant_id"] }),
   /** Archives processed at once by one process: overlapping their file I/O matters far more than CPU. */
   concurrency: z.number().int().min(1).max(256).default(8),
   /** fsync raw archives before recording them (derived outputs can always be rebuilt by `reprocess`). */

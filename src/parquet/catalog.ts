@@ -1,5 +1,5 @@
 import path from "node:path";
-import { type DuckDBConnection, StatementType } from "@duckdb/node-api";
+import type { DuckDBConnection } from "@duckdb/node-api";
 import { stringify } from "lossless-json";
 import {
   type ColumnType,
@@ -10,7 +10,7 @@ import {
 } from "../relationalize/model.js";
 import { rebuildDocuments } from "../relationalize/rebuild.js";
 import type { Workspace } from "../workspace/workspace.js";
-import { ident, literal, openDuckDB } from "./duckdb.js";
+import { ident, literal, openDuckDB, type QueryRows, runSelect } from "./duckdb.js";
 import { listParquet } from "./writer.js";
 
 export interface TableInfo {
@@ -22,14 +22,7 @@ export interface TableInfo {
   columns: Array<{ name: string; type: ColumnType; role: string }>;
 }
 
-export interface QueryResult {
-  columns: string[];
-  rows: unknown[][];
-}
-
-export class QueryRefusedError extends Error {
-  override name = "QueryRefusedError";
-}
+export type QueryResult = QueryRows;
 
 /**
  * Read access to the Parquet tables: each table is a view over its files, whatever batch wrote them. Only the
@@ -94,26 +87,8 @@ export class Catalog {
   }
 
   /** Runs read-only SQL: every statement must be a query; anything else is refused before it runs. */
-  async query(sql: string): Promise<QueryResult> {
-    const extracted = await this.connection.extractStatements(sql);
-    if (extracted.count === 0) throw new QueryRefusedError("no SQL statement given");
-    // Every statement is checked before any runs.
-    const prepared = [];
-    for (let i = 0; i < extracted.count; i++) {
-      const statement = await extracted.prepare(i);
-      if (statement.statementType !== StatementType.SELECT) {
-        throw new QueryRefusedError(
-          `only queries (SELECT) are allowed; statement ${i + 1} is ${StatementType[statement.statementType]}`,
-        );
-      }
-      prepared.push(statement);
-    }
-    let result: QueryResult = { columns: [], rows: [] };
-    for (const statement of prepared) {
-      const reader = await statement.runAndReadAll();
-      result = { columns: reader.columnNames(), rows: reader.getRowsJS() };
-    }
-    return result;
+  query(sql: string): Promise<QueryResult> {
+    return runSelect(this.connection, sql);
   }
 
   /** The documents of one record, rebuilt from every table of its dataset. */

@@ -175,6 +175,77 @@ export interface ExportRecordsTable {
   export_id: string;
 }
 
+/** A lake dataset: made of immutable updates, in one security tier. */
+export interface LakeDatasetsTable {
+  name: string;
+  description: string;
+  owner: string;
+  tier: string;
+  update_kind: string;
+  /** Key columns (JSON list): a delta's row replaces the earlier row with the same key. */
+  key_columns: string;
+  created_at: string;
+}
+
+export interface LakeUpdatesTable {
+  dataset: string;
+  update_id: string;
+  kind: string;
+  status: string;
+  /** JSON: files, rows, schema, checksums, who, when, run, lineage. */
+  manifest: string | null;
+  created_by: string;
+  created_at: string;
+  committed_at: string | null;
+}
+
+export interface LakeUsersTable {
+  name: string;
+  created_at: string;
+}
+
+export interface LakeUserRolesTable {
+  user_name: string;
+  role: string;
+}
+
+export interface LakeGrantsTable {
+  /** `user` or `role`. */
+  principal_kind: string;
+  principal: string;
+  /** `read` or `write` (write includes read). */
+  permission: string;
+  /** `dataset` or `tier`. */
+  target_kind: string;
+  target: string;
+  created_at: string;
+}
+
+export interface LakeTokensTable {
+  /** SHA-256 of the token: the token itself is shown once and never stored. */
+  token_hash: string;
+  user_name: string;
+  created_at: string;
+}
+
+export interface LakeAuditTable {
+  audit_id: string;
+  at: string;
+  actor: string;
+  action: string;
+  /** JSON list of dataset names. */
+  datasets: string;
+  rows: number | null;
+  detail: string;
+  outcome: string;
+}
+
+/** Participants who withdrew: their rows are gone from the lake's current updates and hidden from every read. */
+export interface WithdrawalsTable {
+  health_code: string;
+  withdrawn_at: string;
+}
+
 export interface StateDatabase {
   uploads: UploadsTable;
   upload_files: UploadFilesTable;
@@ -191,6 +262,14 @@ export interface StateDatabase {
   exports: ExportsTable;
   export_tables: ExportTablesTable;
   export_records: ExportRecordsTable;
+  lake_datasets: LakeDatasetsTable;
+  lake_updates: LakeUpdatesTable;
+  lake_users: LakeUsersTable;
+  lake_user_roles: LakeUserRolesTable;
+  lake_grants: LakeGrantsTable;
+  lake_tokens: LakeTokensTable;
+  lake_audit: LakeAuditTable;
+  withdrawals: WithdrawalsTable;
 }
 
 export type Dialect = "sqlite" | "postgres";

@@ -220,4 +220,80 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0006_lake": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable("lake_datasets")
+        .addColumn("name", "text", (c) => c.primaryKey())
+        .addColumn("description", "text", (c) => c.notNull())
+        .addColumn("owner", "text", (c) => c.notNull())
+        .addColumn("tier", "text", (c) => c.notNull())
+        .addColumn("update_kind", "text", (c) => c.notNull())
+        .addColumn("key_columns", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable("lake_updates")
+        .addColumn("dataset", "text", (c) => c.notNull())
+        .addColumn("update_id", "text", (c) => c.notNull())
+        .addColumn("kind", "text", (c) => c.notNull())
+        .addColumn("status", "text", (c) => c.notNull())
+        .addColumn("manifest", "text")
+        .addColumn("created_by", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("committed_at", "text")
+        .addPrimaryKeyConstraint("lake_updates_pk", ["dataset", "update_id"])
+        .execute();
+      await db.schema
+        .createTable("lake_users")
+        .addColumn("name", "text", (c) => c.primaryKey())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable("lake_user_roles")
+        .addColumn("user_name", "text", (c) => c.notNull())
+        .addColumn("role", "text", (c) => c.notNull())
+        .addPrimaryKeyConstraint("lake_user_roles_pk", ["user_name", "role"])
+        .execute();
+      await db.schema
+        .createTable("lake_grants")
+        .addColumn("principal_kind", "text", (c) => c.notNull())
+        .addColumn("principal", "text", (c) => c.notNull())
+        .addColumn("permission", "text", (c) => c.notNull())
+        .addColumn("target_kind", "text", (c) => c.notNull())
+        .addColumn("target", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addPrimaryKeyConstraint("lake_grants_pk", [
+          "principal_kind",
+          "principal",
+          "permission",
+          "target_kind",
+          "target",
+        ])
+        .execute();
+      await db.schema
+        .createTable("lake_tokens")
+        .addColumn("token_hash", "text", (c) => c.primaryKey())
+        .addColumn("user_name", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable("lake_audit")
+        .addColumn("audit_id", "text", (c) => c.primaryKey())
+        .addColumn("at", "text", (c) => c.notNull())
+        .addColumn("actor", "text", (c) => c.notNull())
+        .addColumn("action", "text", (c) => c.notNull())
+        .addColumn("datasets", "text", (c) => c.notNull())
+        .addColumn("rows", "integer")
+        .addColumn("detail", "text", (c) => c.notNull())
+        .addColumn("outcome", "text", (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex("lake_audit_at").on("lake_audit").column("at").execute();
+      await db.schema
+        .createTable("withdrawals")
+        .addColumn("health_code", "text", (c) => c.primaryKey())
+        .addColumn("withdrawn_at", "text", (c) => c.notNull())
+        .execute();
+    },
+  },
 };

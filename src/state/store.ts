@@ -9,6 +9,7 @@ import {
   type UploadsTable,
 } from "./database.js";
 import { ExportState } from "./export-state.js";
+import { LakeState } from "./lake-state.js";
 import { type Upload, type UploadFile, UploadStatus, type UploadSummary } from "./models.js";
 import { PipelineState } from "./pipeline-state.js";
 import { RelationalizeState } from "./relationalize-state.js";
@@ -51,6 +52,8 @@ export class StateStore {
   readonly pipeline: PipelineState;
   /** Participants' sharing scopes and the selection of records to export. */
   readonly exports: ExportState;
+  /** Lake datasets and updates, users, roles, grants, tokens, audit log. */
+  readonly lake: LakeState;
 
   private constructor(
     private readonly db: Kysely<StateDatabase>,
@@ -60,6 +63,7 @@ export class StateStore {
     this.relationalize = new RelationalizeState(db);
     this.pipeline = new PipelineState(db);
     this.exports = new ExportState(db);
+    this.lake = new LakeState(db);
   }
 
   static async open(config: StateConfig, root: string): Promise<StateStore> {

@@ -1,0 +1,579 @@
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import path from "node:path";
+import type { DuckDBConnection } from "@duckdb/node-api";
+import { ident, literal, openDuckDB, QueryRefusedError, runSelect } from "../parquet/duckdb.js";
+import type { Workspace } from "../workspace/workspace.js";
+import { canAccess, type Principal } from "./access.js";
+import {
+  Dataset,
+  OPERATOR,
+  type Permission,
+  TransformConfig,
+  type Update,
+  type UpdateKind,
+  type UpdateManifest,
+} from "./models.js";
+import { checkParsedQuery, missingTable } from "./sql-guard.js";
+
+export class LakeError extends Error {
+  override name = "LakeError";
+}
+
+/** Refused for lack of a grant. The message never says whether a dataset the caller cannot read exists. */
+export class AccessDeniedError extends Error {
+  override name = "AccessDeniedError";
+}
+
+export const IMPORT_FORMATS = ["csv", "tsv", "ndjson", "json", "parquet"] as const;
+export type ImportFormat = (typeof IMPORT_FORMATS)[number];
+
+export interface QueryOptions {
+  /** Read these datasets as of an update id. */
+  asOf?: Record<string, string>;
+  /** Read every dataset as it was at this time (ISO-8601). */
+  at?: string;
+  /** Write the result to a file instead of returning its rows (one statement only). */
+  output?: { file: string; format: "csv" | "json" | "parquet" };
+}
+
+export interface QueryResult {
+  columns: string[];
+  /** Empty when the result went to a file. */
+  rows: unknown[][];
+  rowCount: number;
+  datasets: string[];
+}
+
+/** Where a dataset's state comes from: the files of its latest snapshot and the deltas after it. */
+interface DatasetState {
+  dataset: Dataset;
+  updates: Update[];
+  files: string[];
+  columns: string[];
+  /** The column naming each row's participant, if the dataset has one. */
+  participantColumn: string | undefined;
+  /** Participants who withdrew: never shown, whatever update is read. */
+  withdrawn: readonly string[];
+}
+
+async function sha256(file: string): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest("hex");
+}
+
+function formatOf(file: string, format: ImportFormat | undefined): ImportFormat {
+  if (format) return format;
+  const ext = path.extname(file).toLowerCase().replace(".", "");
+  if (ext === "jsonl") return "ndjson";
+  if ((IMPORT_FORMATS as readonly string[]).includes(ext)) return ext as ImportFormat;
+  throw new LakeError(
+    `${file}: cannot tell the format from the extension; pass --format (${IMPORT_FORMATS.join(", ")})`,
+  );
+}
+
+function readerOf(file: string, format: ImportFormat): string {
+  const f = literal(file);
+  switch (format) {
+    case "csv":
+      return `read_csv(${f}, auto_detect = true, header = true)`;
+    case "tsv":
+      return `read_csv(${f}, auto_detect = true, header = true, delim = '\t')`;
+    case "ndjson":
+      return `read_json(${f}, format = 'newline_delimited')`;
+    case "json":
+      return `read_json(${f}, format = 'auto')`;
+    case "parquet":
+      return `read_parquet(${f})`;
+  }
+}
+
+/**
+ * The lake: datasets made of immutable updates (`raw/<dataset>/<update>/`, `data/<dataset>/<update>/` with a
+ * manifest), security tiers and grants, and governed SQL that only ever sees what the caller may read.
+ */
+export class Lake {
+  readonly root: string;
+
+  constructor(private readonly ws: Workspace) {
+    this.root = path.resolve(ws.root, ws.config.paths.lake);
+  }
+
+  private get state() {
+    return this.ws.state.lake;
+  }
+
+  /** The caller: a named user (their roles and grants), or the workspace operator when no user is named. */
+  async principal(user?: string): Promise<Principal> {
+    if (user === undefined || user === OPERATOR) return { user: OPERATOR, roles: [], grants: [], operator: true };
+    if (!(await this.state.userExists(user))) throw new AccessDeniedError(`unknown user '${user}'`);
+    const roles = await this.state.roles(user);
+    return { user, roles, grants: await this.state.grants(user, roles) };
+  }
+
+  /** Makes an API token for a user: returned once, stored only as its hash. */
+  async createToken(user: string): Promise<string> {
+    if (!(await this.state.userExists(user))) throw new LakeError(`unknown user '${user}'`);
+    const token = `slk_${randomBytes(24).toString("base64url")}`;
+    await this.state.addToken(createHash("sha256").update(token).digest("hex"), user);
+    return token;
+  }
+
+  async principalOfToken(token: string): Promise<Principal> {
+    const user = await this.state.userOfToken(createHash("sha256").update(token).digest("hex"));
+    if (!user) throw new AccessDeniedError("unknown or revoked token");
+    return this.principal(user);
+  }
+
+  async createDataset(input: Omit<Dataset, "createdAt">, actor: Principal): Promise<Dataset> {
+    const dataset = Dataset.parse({ ...input, createdAt: new Date().toISOString() });
+    if (await this.state.dataset(dataset.name)) throw new LakeError(`dataset '${dataset.name}' exists already`);
+    if (!actor.operator && actor.user !== dataset.owner) {
+      throw new AccessDeniedError(`${actor.user} may only create datasets they own`);
+    }
+    await this.state.createDataset(dataset);
+    await this.state.audit({
+      actor: actor.user,
+      action: "create-dataset",
+      datasets: [dataset.name],
+      rows: null,
+      detail: `tier ${dataset.tier}, ${dataset.updateKind} updates, owner ${dataset.owner}`,
+      outcome: "ok",
+    });
+    return dataset;
+  }
+
+  /** A dataset the caller may access; one it may not read is reported exactly like one that does not exist. */
+  async dataset(name: string, actor: Principal, permission: Permission = "read"): Promise<Dataset> {
+    const dataset = await this.state.dataset(name);
+    if (!dataset || !canAccess(actor, dataset, "read")) throw new LakeError(`no dataset '${name}'`);
+    if (!canAccess(actor, dataset, permission)) {
+      throw new AccessDeniedError(`${actor.user} may not ${permission} dataset '${name}'`);
+    }
+    return dataset;
+  }
+
+  /** The datasets the caller may read. */
+  async datasets(actor: Principal): Promise<Dataset[]> {
+    return (await this.state.datasets()).filter((d) => canAccess(actor, d, "read"));
+  }
+
+  async updates(name: string, actor: Principal): Promise<Update[]> {
+    await this.dataset(name, actor);
+    return this.state.updates(name);
+  }
+
+  /** Takes in an external file (CSV, TSV, NDJSON, JSON, Parquet) as a new update, kept raw and as Parquet. */
+  async importFile(
+    name: string,
+    file: string,
+    actor: Principal,
+    options: { kind?: UpdateKind; format?: ImportFormat; run?: string } = {},
+  ): Promise<UpdateManifest> {
+    const dataset = await this.dataset(name, actor, "write");
+    const format = formatOf(file, options.format);
+    const info = await stat(file).catch(() => {
+      throw new LakeError(`${file}: no such file`);
+    });
+    if (!info.isFile()) throw new LakeError(`${file}: not a file`);
+    return this.writeUpdate(dataset, options.kind ?? dataset.updateKind, actor, {
+      operation: "import",
+      run: options.run ?? null,
+      lineage: [],
+      note: `from ${path.basename(file)} (${format})`,
+      async raw(dir) {
+        const target = path.join(dir, path.basename(file));
+        await copyFile(file, target);
+        return [target];
+      },
+      select: () => `SELECT * FROM ${readerOf(file, format)}`,
+      describeFailure: (err) => `${file} cannot be read as ${format}: ${err.message.split("\n")[0]}`,
+    });
+  }
+
+  /** Folds the latest snapshot and the deltas after it into a new snapshot update. */
+  async compact(name: string, actor: Principal): Promise<UpdateManifest> {
+    const dataset = await this.dataset(name, actor, "write");
+    const current = await this.stateOf(dataset, {});
+    if (current.updates.length === 0) throw new LakeError(`dataset '${name}' has no updates to compact`);
+    return this.writeUpdate(dataset, "snapshot", actor, {
+      operation: "compact",
+      run: null,
+      lineage: current.updates.map((u) => ({ dataset: name, update: u.update })),
+      select: () => this.viewSql(current),
+    });
+  }
+
+  /**
+   * Writes an update: raw files first, then Parquet from `select`, into a folder that is renamed into place,
+   * then the manifest; the update becomes visible only when the state store commits it.
+   */
+  private async writeUpdate(
+    dataset: Dataset,
+    kind: UpdateKind,
+    actor: Principal,
+    spec: {
+      operation: string;
+      run: string | null;
+      lineage: UpdateManifest["lineage"];
+      note?: string;
+      raw?: (dir: string) => Promise<string[]>;
+      /** Makes the views `select` reads; the session is then locked down to the lake's data. */
+      prepare?: (connection: DuckDBConnection) => Promise<void>;
+      select: () => string;
+      describeFailure?: (err: Error) => string;
+    },
+  ): Promise<UpdateManifest> {
+    const update = await this.state.beginUpdate(dataset.name, kind, actor.user);
+    const rawDir = path.join(this.root, "raw", dataset.name, update);
+    const dataDir = path.join(this.root, "data", dataset.name, update);
+    const writing = `${dataDir}.writing`;
+    const duck = await openDuckDB();
+    try {
+      await mkdir(rawDir, { recursive: true });
+      await mkdir(writing, { recursive: true });
+      const rawFiles = spec.raw ? await spec.raw(rawDir) : [];
+      const part = path.join(writing, "part-0.parquet");
+      if (spec.prepare) {
+        await spec.prepare(duck.connection);
+        await lockDown(duck.connection, [path.join(this.root, "data")]);
+      }
+      try {
+        await duck.connection.run(
+          `COPY (${spec.select()}) TO ${literal(part)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)`,
+        );
+      } catch (err) {
+        throw new LakeError(spec.describeFailure ? spec.describeFailure(err as Error) : (err as Error).message);
+      }
+      const rows = Number(
+        (await duck.connection.runAndReadAll(`SELECT count(*) FROM read_parquet(${literal(part)})`)).getRows()[0]?.[0],
+      );
+      const schema = (
+        await duck.connection.runAndReadAll(`DESCRIBE SELECT * FROM read_parquet(${literal(part)})`)
+      ).getRowObjectsJS() as Array<{ column_name: string; column_type: string }>;
+      await rename(writing, dataDir);
+      const describe = async (file: string, base: string, fileRows?: number) => ({
+        path: path.relative(base, file).split(path.sep).join("/"),
+        bytes: (await stat(file)).size,
+        sha256: await sha256(file),
+        ...(fileRows === undefined ? {} : { rows: fileRows }),
+      });
+      const manifest: UpdateManifest = {
+        dataset: dataset.name,
+        update,
+        kind,
+        rows,
+        schema: schema.map((c) => ({ name: c.column_name, type: c.column_type })),
+        files: [await describe(path.join(dataDir, "part-0.parquet"), this.root, rows)],
+        raw: await Promise.all(rawFiles.map((f) => describe(f, this.root))),
+        createdBy: actor.user,
+        createdAt: new Date().toISOString(),
+        operation: spec.operation,
+        run: spec.run,
+        lineage: spec.lineage,
+        ...(spec.note ? { note: spec.note } : {}),
+      };
+      await writeFile(path.join(dataDir, "_manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
+      await this.state.commitUpdate(manifest);
+      await this.state.audit({
+        actor: actor.user,
+        action: spec.operation,
+        datasets: [dataset.name, ...new Set(spec.lineage.map((l) => l.dataset).filter((d) => d !== dataset.name))],
+        rows,
+        detail: `${update} (${kind})${spec.note ? ` ${spec.note}` : ""}`,
+        outcome: "ok",
+      });
+      return manifest;
+    } catch (err) {
+      await this.state.abandonUpdate(dataset.name, update);
+      await rm(writing, { recursive: true, force: true });
+      await rm(dataDir, { recursive: true, force: true });
+      await rm(rawDir, { recursive: true, force: true });
+      await this.state.audit({
+        actor: actor.user,
+        action: spec.operation,
+        datasets: [dataset.name],
+        rows: null,
+        detail: (err as Error).message,
+        outcome: "failed",
+      });
+      throw err;
+    } finally {
+      duck.close();
+    }
+  }
+
+  /** A dataset's committed updates up to a point, and the files that make its state there. */
+  private async stateOf(dataset: Dataset, options: QueryOptions): Promise<DatasetState> {
+    const asOf = options.asOf?.[dataset.name];
+    let updates = (await this.state.updates(dataset.name)).filter((u) => u.status === "committed");
+    if (asOf !== undefined) {
+      if (!updates.some((u) => u.update === asOf))
+        throw new LakeError(`dataset '${dataset.name}' has no update '${asOf}'`);
+      updates = updates.filter((u) => u.update <= asOf);
+    }
+    if (options.at !== undefined) {
+      const at = new Date(options.at).toISOString();
+      updates = updates.filter((u) => (u.committedAt ?? "") <= at);
+    }
+    const lastSnapshot = updates.map((u) => u.kind).lastIndexOf("snapshot");
+    const live = lastSnapshot < 0 ? updates : updates.slice(lastSnapshot);
+    const files = live.flatMap((u) => (u.manifest?.files ?? []).map((f) => path.join(this.root, ...f.path.split("/"))));
+    const columns = [...new Set(live.flatMap((u) => (u.manifest?.schema ?? []).map((c) => c.name)))];
+    const participantColumn = this.ws.config.lake.participantColumns.find((c) => columns.includes(c));
+    const withdrawn = participantColumn ? await this.state.withdrawn() : [];
+    return { dataset, updates: live, files, columns, participantColumn, withdrawn };
+  }
+
+  /**
+   * The SQL of a dataset's state: its files; with key columns, the newest row per key, deletions applied;
+   * never a withdrawn participant's rows.
+   */
+  private viewSql(state: DatasetState): string {
+    if (state.files.length === 0) return "SELECT NULL AS empty WHERE false";
+    const source = `read_parquet([${state.files.map(literal).join(", ")}], union_by_name = true`;
+    const conditions: string[] = [];
+    if (state.participantColumn && state.withdrawn.length > 0) {
+      conditions.push(
+        `${ident(state.participantColumn)} IS NULL OR CAST(${ident(state.participantColumn)} AS VARCHAR) NOT IN (${state.withdrawn.map(literal).join(", ")})`,
+      );
+    }
+    const keys = state.dataset.keyColumns;
+    if (keys.length === 0) {
+      return `SELECT * FROM ${source})${conditions.length ? ` WHERE ${conditions.map((c) => `(${c})`).join(" AND ")}` : ""}`;
+    }
+    const deleted = state.columns.includes("_deleted");
+    if (deleted) conditions.push("NOT coalesce(_deleted, false)");
+    const exclude = ["filename", "__row", ...(deleted ? ["_deleted"] : [])].map(ident).join(", ");
+    return `SELECT * EXCLUDE (${exclude}) FROM (SELECT *, row_number() OVER (PARTITION BY ${keys.map(ident).join(", ")} ORDER BY filename DESC) AS __row FROM ${source}, filename = true)) WHERE ${["__row = 1", ...conditions].map((c) => `(${c})`).join(" AND ")}`;
+  }
+
+  /**
+   * A participant withdraws: recorded (every read hides their rows from now on, whatever update it reads),
+   * their sharing scope becomes NO_SHARING (later exports skip them), and every dataset whose current state
+   * holds their rows gets a new snapshot update without them.
+   */
+  async withdraw(
+    participant: string,
+    actor: Principal,
+  ): Promise<Array<{ dataset: string; update: string; removed: number }>> {
+    if (!actor.operator) throw new AccessDeniedError("only the workspace operator records a withdrawal");
+    await this.ws.state.exports.setScopes([{ healthCode: participant, scope: "NO_SHARING" }]);
+    const before = new Map<string, number>();
+    for (const dataset of await this.state.datasets()) {
+      const current = await this.stateOf(dataset, {});
+      if (!current.participantColumn || current.files.length === 0) continue;
+      const count = await this.countRows({ ...current, withdrawn: [] }, participant);
+      if (count > 0) before.set(dataset.name, count);
+    }
+    await this.state.withdraw(participant);
+    const out: Array<{ dataset: string; update: string; removed: number }> = [];
+    for (const [name, removed] of before) {
+      const dataset = (await this.state.dataset(name)) as Dataset;
+      const current = await this.stateOf(dataset, {});
+      const manifest = await this.writeUpdate(dataset, "snapshot", actor, {
+        operation: "withdraw",
+        run: null,
+        lineage: current.updates.map((u) => ({ dataset: name, update: u.update })),
+        note: `${removed} rows of a withdrawn participant removed`,
+        select: () => this.viewSql(current),
+      });
+      out.push({ dataset: name, update: manifest.update, removed });
+    }
+    await this.state.audit({
+      actor: actor.user,
+      action: "withdraw",
+      datasets: [...before.keys()],
+      rows: [...before.values()].reduce((a, b) => a + b, 0),
+      detail: `participant ${participant}`,
+      outcome: "ok",
+    });
+    return out;
+  }
+
+  /**
+   * Runs a transformation folder (see `TransformConfig`) with its owner's grants and commits the result as a
+   * new update of its output dataset, the input updates it read recorded as lineage.
+   */
+  async transform(folder: string, actor: Principal, run: string | null = null): Promise<UpdateManifest> {
+    const config = await readTransform(folder);
+    if (!actor.operator && actor.user !== config.owner) {
+      throw new AccessDeniedError(`${actor.user} may not run ${config.owner}'s transformation`);
+    }
+    const owner = await this.principal(config.owner);
+    const inputs = new Map<string, DatasetState>();
+    for (const name of config.inputs) inputs.set(name, await this.stateOf(await this.dataset(name, owner), {}));
+    let output = await this.state.dataset(config.output.dataset);
+    if (!output) {
+      if (!config.output.tier) {
+        throw new LakeError(
+          `${folder}: output dataset '${config.output.dataset}' does not exist; give output.tier to create it`,
+        );
+      }
+      output = await this.createDataset(
+        {
+          name: config.output.dataset,
+          description: config.output.description,
+          owner: config.owner,
+          tier: config.output.tier,
+          updateKind: config.output.kind,
+          keyColumns: [],
+        },
+        owner,
+      );
+    }
+    output = await this.dataset(output.name, owner, "write");
+    const files = (await readdir(folder)).filter((f) => f.endsWith(".sql")).sort();
+    if (files.length === 0) throw new LakeError(`${folder}: no .sql files`);
+    const steps = await Promise.all(
+      files.map(async (file) => ({
+        name: path.basename(file, ".sql"),
+        sql: (await readFile(path.join(folder, file), "utf8")).trim().replace(/;+\s*$/, ""),
+      })),
+    );
+    for (const step of steps) {
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(step.name)) {
+        throw new LakeError(`${folder}/${step.name}.sql: a step's file name must be an SQL name (letters, digits, _)`);
+      }
+    }
+    const last = steps.at(-1)?.name as string;
+    return this.writeUpdate(output, config.output.kind, owner, {
+      operation: "transform",
+      run,
+      lineage: [...inputs].flatMap(([name, state]) => state.updates.map((u) => ({ dataset: name, update: u.update }))),
+      note: `by ${path.basename(path.resolve(folder))} (${steps.map((s) => `${s.name}.sql`).join(", ")})`,
+      prepare: async (connection) => {
+        for (const [name, state] of inputs)
+          await connection.run(`CREATE VIEW ${ident(name)} AS ${this.viewSql(state)}`);
+        const known = new Set(config.inputs.map((n) => n.toLowerCase()));
+        for (const step of steps) {
+          for (const table of await tablesOf(connection, step.sql)) {
+            if (!known.has(table.toLowerCase()))
+              throw new QueryRefusedError(`${step.name}.sql: ${missingTable(table)}`);
+          }
+          await connection.run(`CREATE VIEW ${ident(step.name)} AS ${step.sql}`);
+          known.add(step.name.toLowerCase());
+        }
+      },
+      select: () => `SELECT * FROM ${ident(last)}`,
+    });
+  }
+
+  private async countRows(state: DatasetState, participant: string): Promise<number> {
+    const duck = await openDuckDB();
+    try {
+      const column = ident(state.participantColumn as string);
+      const reader = await duck.connection.runAndReadAll(
+        `SELECT count(*) FROM (${this.viewSql(state)}) WHERE CAST(${column} AS VARCHAR) = ${literal(participant)}`,
+      );
+      return Number(reader.getRows()[0]?.[0] ?? 0);
+    } finally {
+      duck.close();
+    }
+  }
+
+  /**
+   * Runs read-only SQL as the caller: the query is checked before anything runs (see `sql-guard.ts`), then
+   * runs in a session of its own whose only tables are views of the datasets it names that the caller may
+   * read, and which can read no file outside the lake's data. Every query is audited.
+   */
+  async query(actor: Principal, sql: string, options: QueryOptions = {}): Promise<QueryResult> {
+    const duck = await openDuckDB();
+    let named: string[] = [];
+    try {
+      named = await tablesOf(duck.connection, sql);
+      const readable = new Map((await this.datasets(actor)).map((d) => [d.name.toLowerCase(), d]));
+      const views = new Map<string, DatasetState>();
+      for (const name of named) {
+        const dataset = readable.get(name.toLowerCase());
+        if (!dataset) throw new QueryRefusedError(missingTable(name));
+        views.set(dataset.name, await this.stateOf(dataset, options));
+      }
+      for (const [name, state] of views)
+        await duck.connection.run(`CREATE VIEW ${ident(name)} AS ${this.viewSql(state)}`);
+      const output = options.output;
+      await lockDown(duck.connection, [
+        path.join(this.root, "data"),
+        ...(output ? [path.dirname(path.resolve(output.file))] : []),
+      ]);
+      const result = output
+        ? await copyResult(duck.connection, sql, output)
+        : { ...(await runSelect(duck.connection, sql)), rowCount: 0 };
+      if (!output) result.rowCount = result.rows.length;
+      await this.state.audit({
+        actor: actor.user,
+        action: "query",
+        datasets: [...views.keys()],
+        rows: result.rowCount,
+        detail: sql.slice(0, 2000),
+        outcome: "ok",
+      });
+      return { ...result, datasets: [...views.keys()] };
+    } catch (err) {
+      await this.state.audit({
+        actor: actor.user,
+        action: "query",
+        datasets: named,
+        rows: null,
+        detail: `${sql.slice(0, 2000)} -- ${(err as Error).message}`,
+        outcome: err instanceof QueryRefusedError ? "refused" : "failed",
+      });
+      throw err;
+    } finally {
+      duck.close();
+    }
+  }
+}
+
+/** After the views exist: no file outside these folders may be touched, and no setting changed. */
+async function lockDown(connection: DuckDBConnection, folders: readonly string[]): Promise<void> {
+  await connection.run(`SET allowed_directories = [${folders.map(literal).join(", ")}]`);
+  await connection.run("SET enable_external_access = false");
+  await connection.run("SET lock_configuration = true");
+}
+
+/**
+ * Writes one checked SELECT's result to a file (the caller's output folder is the only other one the session
+ * may touch); its rows are not returned, only their count.
+ */
+async function copyResult(
+  connection: DuckDBConnection,
+  sql: string,
+  output: NonNullable<QueryOptions["output"]>,
+): Promise<{ columns: string[]; rows: unknown[][]; rowCount: number }> {
+  const statement = sql.trim().replace(/;+\s*$/, "");
+  const extracted = await connection.extractStatements(statement);
+  if (extracted.count !== 1) throw new QueryRefusedError("writing a result to a file takes exactly one SELECT");
+  const check = await runSelect(connection, `SELECT * FROM (${statement}) LIMIT 0`);
+  const format = output.format === "json" ? "json, ARRAY true" : output.format;
+  const reader = await connection.runAndReadAll(
+    `COPY (${statement}) TO ${literal(path.resolve(output.file))} (FORMAT ${format})`,
+  );
+  const count = Number(reader.getRows()[0]?.[0] ?? 0);
+  return { columns: check.columns, rows: [], rowCount: count };
+}
+
+/** Checks a query on DuckDB's parse tree (see `sql-guard.ts`) and returns the tables it names. */
+async function tablesOf(connection: DuckDBConnection, sql: string): Promise<string[]> {
+  const parse = await connection.prepare("SELECT json_serialize_sql($1::VARCHAR)");
+  parse.bindVarchar(1, sql);
+  return checkParsedQuery(JSON.parse(String((await parse.runAndReadAll()).getRows()[0]?.[0]))).tables;
+}
+
+async function readTransform(folder: string): Promise<TransformConfig> {
+  const file = path.join(folder, "pipeline.json");
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(file, "utf8"));
+  } catch (err) {
+    throw new LakeError(`${file}: ${(err as Error).message}`);
+  }
+  const parsed = TransformConfig.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new LakeError(`${file}: ${issue?.path.join(".") || "(top level)"}: ${issue?.message}`);
+  }
+  return parsed.data;
+}
