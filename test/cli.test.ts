@@ -315,7 +315,7 @@ describe("the studylake CLI", () => {
     expect(show.stdout).toMatch(/u000003 +snapshot +committed +2 +operator .* withdraw/);
     const audit = JSON.parse((await studylake("-w", ws, "audit", "--user", "ana", "--json")).stdout);
     expect(audit.map((e: { outcome: string }) => e.outcome)).toEqual(["ok", "refused", "ok", "ok", "ok", "refused"]);
-  });
+  }, 180_000);
 
   it("takes metadata from flags, and refuses --record-id with several archives", async () => {
     const refused = await studylake("-w", ws, "ingest", uploads, FIXTURE_ARCHIVE, "--record-id", "x");

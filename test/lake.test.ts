@@ -504,3 +504,57 @@ describe("participant withdrawal and transformations", () => {
     await expect(lake.transform(folder, await lake.principal("ana"))).rejects.toThrow(/no dataset 'scores'/);
   });
 });
+
+describe("scheduled transformations", () => {
+  it("runs a transformation folder's schedule from the pipeline, recording the run in the manifest", async () => {
+    const t = await makeWorkspace({ lake: { transforms: ["pipelines/daily_counts"] } });
+    try {
+      const lake = new Lake(t.ws);
+      const operator = await lake.principal();
+      const dir = await tempDir();
+      await writeFile(path.join(dir, "e.csv"), "kind\na\nb\na\n");
+      await lake.createDataset(
+        {
+          name: "events",
+          description: "",
+          owner: "operator",
+          tier: "internal",
+          updateKind: "snapshot",
+          keyColumns: [],
+        },
+        operator,
+      );
+      await lake.importFile("events", path.join(dir, "e.csv"), operator);
+      const folder = path.join(t.root, "pipelines", "daily_counts");
+      const { mkdir } = await import("node:fs/promises");
+      await mkdir(folder, { recursive: true });
+      await writeFile(
+        path.join(folder, "pipeline.json"),
+        JSON.stringify({
+          owner: "operator",
+          inputs: ["events"],
+          output: { dataset: "event_counts", tier: "internal" },
+          schedule: { cron: "0 3 * * *", timezone: "UTC" },
+        }),
+      );
+      await writeFile(
+        path.join(folder, "counts.sql"),
+        "SELECT kind, count(*) AS n FROM events GROUP BY kind ORDER BY kind",
+      );
+      const { Pipeline } = await import("../src/pipeline/pipeline.js");
+      const pipeline = new Pipeline(t.ws);
+      expect(await pipeline.requestDue(new Date("2026-11-20T04:00:00Z"))).toEqual([]);
+      const [run] = await pipeline.requestDue(new Date("2026-11-21T04:00:00Z"));
+      expect(run).toMatchObject({ kind: "transform", target: "pipelines/daily_counts" });
+      expect((await pipeline.drain()).runs).toMatchObject([{ status: "succeeded" }]);
+      const [update] = await lake.updates("event_counts", operator);
+      expect(update?.manifest).toMatchObject({ operation: "transform", run: run?.runId, rows: 2 });
+      expect((await lake.query(operator, "SELECT kind, n FROM event_counts ORDER BY kind")).rows).toEqual([
+        ["a", 2n],
+        ["b", 1n],
+      ]);
+    } finally {
+      await t.cleanup();
+    }
+  });
+});

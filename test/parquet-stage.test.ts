@@ -4,6 +4,7 @@ import path from "node:path";
 import { stringify } from "lossless-json";
 import { afterEach, describe, expect, it } from "vitest";
 import { Intake } from "../src/intake/intake.js";
+import { Lake } from "../src/lake/lake.js";
 import { Catalog } from "../src/parquet/catalog.js";
 import { QueryRefusedError } from "../src/parquet/duckdb.js";
 import { RelationalizeStage } from "../src/parquet/stage.js";
@@ -24,6 +25,11 @@ afterEach(async () => {
   await t?.cleanup();
   t = undefined;
 });
+
+async function lakeRows(ws: TestWorkspace["ws"], sql: string): Promise<unknown[][]> {
+  const lake = new Lake(ws);
+  return (await lake.query(await lake.principal(), sql)).rows;
+}
 
 async function rows(ws: TestWorkspace["ws"], sql: string): Promise<unknown[][]> {
   const catalog = await Catalog.open(ws);
@@ -109,6 +115,22 @@ describe("relationalize to Parquet", () => {
       ),
     ).toEqual([[1n, upload!.recordId]]);
     expect(await rows(t.ws, "SELECT count(*) FROM ArchiveMetadata_v1_files")).toEqual([[2n]]);
+    // Each run is one delta update of the lake's dataset of the same name; the newest update per record wins.
+    expect(
+      await lakeRows(
+        t.ws,
+        `SELECT count(*), any_value(taskRunUUID) FROM ArchiveMetadata_v1 WHERE recordid = '${FIXTURE_RECORD}'`,
+      ),
+    ).toEqual([[1n, upload!.recordId]]);
+    expect(await lakeRows(t.ws, "SELECT count(*) FROM ArchiveMetadata_v1_files")).toEqual([[2n]]);
+    const updates = await new Lake(t.ws).updates("ArchiveMetadata_v1", await new Lake(t.ws).principal());
+    expect(updates.map((u) => [u.update, u.kind, u.manifest?.run])).toEqual([
+      ["u000001", "delta", expect.any(String)],
+      ["u000002", "delta", second.runId],
+    ]);
+    expect((await new Lake(t.ws).dataset("ArchiveMetadata_v1", await new Lake(t.ws).principal())).tier).toBe(
+      "restricted",
+    );
   });
 
   it("removes a record's rows when its JSON file is gone", async () => {
@@ -122,6 +144,10 @@ describe("relationalize to Parquet", () => {
     await t.ws.json.delete(gone);
     expect(await stage.run("WeatherResult_v1")).toMatchObject({ deleted: 1, records: 0 });
     expect(await rows(t.ws, "SELECT count(*) FROM WeatherResult_v1")).toEqual([[2n]]);
+    expect(await lakeRows(t.ws, "SELECT count(*) FROM WeatherResult_v1")).toEqual([[2n]]);
+    expect(
+      await lakeRows(t.ws, `SELECT count(*) FROM WeatherResult_v1 WHERE recordid = '${uploads[0]!.recordId}'`),
+    ).toEqual([[0n]]);
   });
 
   it("cleans up after a run that died before committing, and then writes every record exactly once", async () => {

@@ -43,7 +43,7 @@ const Schedule = z.object({
   cron: z.string().min(1),
   /** IANA time zone, for example America/Los_Angeles (the reference runs its daily export at 2am Pacific). */
   timezone: z.string().default("UTC"),
-  kind: z.enum(["intake", "relationalize", "export"]),
+  kind: z.enum(["intake", "relationalize", "export", "transform"]),
   /** A dataset id, or `*` for every dataset (relationalize); an export destination's name (export). */
   target: z.string().default("*"),
   /**
@@ -199,8 +199,19 @@ export const Config = z.object({
     .object({
       /** Columns that name the participant of a row: a withdrawal removes and hides rows by them. */
       participantColumns: z.array(z.string().min(1)).default(["healthCode", "healthcode", "participant_id"]),
+      /** Each relationalize run's tables become one delta update each of a lake dataset named after the table. */
+      publishRelationalized: z.boolean().default(true),
+      /** The tier of the datasets made from relationalized tables. */
+      relationalizedTier: z.enum(["internal", "restricted", "sensitive"]).default("restricted"),
+      /** Transformation folders (relative to the workspace) whose pipeline.json schedules a worker runs. */
+      transforms: z.array(z.string().min(1)).default([]),
     })
-    .default({ participantColumns: ["healthCode", "healthcode", "participant_id"] }),
+    .default({
+      participantColumns: ["healthCode", "healthcode", "participant_id"],
+      publishRelationalized: true,
+      relationalizedTier: "restricted",
+      transforms: [],
+    }),
   /** Archives processed at once by one process: overlapping their file I/O matters far more than CPU. */
   concurrency: z.number().int().min(1).max(256).default(8),
   /** fsync raw archives before recording them (derived outputs can always be rebuilt by `reprocess`). */

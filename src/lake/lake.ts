@@ -4,6 +4,7 @@ import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 
 import path from "node:path";
 import type { DuckDBConnection } from "@duckdb/node-api";
 import { ident, literal, openDuckDB, QueryRefusedError, runSelect } from "../parquet/duckdb.js";
+import { listParquet } from "../parquet/writer.js";
 import type { Workspace } from "../workspace/workspace.js";
 import { canAccess, type Principal } from "./access.js";
 import {
@@ -222,7 +223,10 @@ export class Lake {
       raw?: (dir: string) => Promise<string[]>;
       /** Makes the views `select` reads; the session is then locked down to the lake's data. */
       prepare?: (connection: DuckDBConnection) => Promise<void>;
-      select: () => string;
+      /** The update's rows, written as one Parquet file… */
+      select?: () => string;
+      /** …or its Parquet files, put into the folder by the caller. */
+      produce?: (connection: DuckDBConnection, dir: string) => Promise<void>;
       describeFailure?: (err: Error) => string;
     },
   ): Promise<UpdateManifest> {
@@ -235,24 +239,35 @@ export class Lake {
       await mkdir(rawDir, { recursive: true });
       await mkdir(writing, { recursive: true });
       const rawFiles = spec.raw ? await spec.raw(rawDir) : [];
-      const part = path.join(writing, "part-0.parquet");
       if (spec.prepare) {
         await spec.prepare(duck.connection);
         await lockDown(duck.connection, [path.join(this.root, "data")]);
       }
       try {
-        await duck.connection.run(
-          `COPY (${spec.select()}) TO ${literal(part)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)`,
-        );
+        if (spec.produce) await spec.produce(duck.connection, writing);
+        else if (spec.select) {
+          const part = path.join(writing, "part-0.parquet");
+          await duck.connection.run(
+            `COPY (${spec.select()}) TO ${literal(part)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)`,
+          );
+        }
       } catch (err) {
         throw new LakeError(spec.describeFailure ? spec.describeFailure(err as Error) : (err as Error).message);
       }
-      const rows = Number(
-        (await duck.connection.runAndReadAll(`SELECT count(*) FROM read_parquet(${literal(part)})`)).getRows()[0]?.[0],
-      );
-      const schema = (
-        await duck.connection.runAndReadAll(`DESCRIBE SELECT * FROM read_parquet(${literal(part)})`)
-      ).getRowObjectsJS() as Array<{ column_name: string; column_type: string }>;
+      const written = (await listParquet(writing)).map((relative) => path.join(writing, relative));
+      const counts: number[] = [];
+      for (const file of written) {
+        const reader = await duck.connection.runAndReadAll(`SELECT count(*) FROM read_parquet(${literal(file)})`);
+        counts.push(Number(reader.getRows()[0]?.[0]));
+      }
+      const schema =
+        written.length === 0
+          ? []
+          : ((
+              await duck.connection.runAndReadAll(
+                `DESCRIBE SELECT * FROM read_parquet([${written.map(literal).join(", ")}], union_by_name = true)`,
+              )
+            ).getRowObjectsJS() as Array<{ column_name: string; column_type: string }>);
       await rename(writing, dataDir);
       const describe = async (file: string, base: string, fileRows?: number) => ({
         path: path.relative(base, file).split(path.sep).join("/"),
@@ -260,13 +275,16 @@ export class Lake {
         sha256: await sha256(file),
         ...(fileRows === undefined ? {} : { rows: fileRows }),
       });
+      const rows = counts.reduce((a, b) => a + b, 0);
       const manifest: UpdateManifest = {
         dataset: dataset.name,
         update,
         kind,
         rows,
         schema: schema.map((c) => ({ name: c.column_name, type: c.column_type })),
-        files: [await describe(path.join(dataDir, "part-0.parquet"), this.root, rows)],
+        files: await Promise.all(
+          written.map((file, i) => describe(path.join(dataDir, path.relative(writing, file)), this.root, counts[i])),
+        ),
         raw: await Promise.all(rawFiles.map((f) => describe(f, this.root))),
         createdBy: actor.user,
         createdAt: new Date().toISOString(),
@@ -344,10 +362,12 @@ export class Lake {
     if (keys.length === 0) {
       return `SELECT * FROM ${source})${conditions.length ? ` WHERE ${conditions.map((c) => `(${c})`).join(" AND ")}` : ""}`;
     }
+    // The newest update holding a key replaces all of that key's rows (update folders sort in update order).
     const deleted = state.columns.includes("_deleted");
     if (deleted) conditions.push("NOT coalesce(_deleted, false)");
-    const exclude = ["filename", "__row", ...(deleted ? ["_deleted"] : [])].map(ident).join(", ");
-    return `SELECT * EXCLUDE (${exclude}) FROM (SELECT *, row_number() OVER (PARTITION BY ${keys.map(ident).join(", ")} ORDER BY filename DESC) AS __row FROM ${source}, filename = true)) WHERE ${["__row = 1", ...conditions].map((c) => `(${c})`).join(" AND ")}`;
+    const exclude = ["__lake_file", "__newest", ...(deleted ? ["_deleted"] : [])].map(ident).join(", ");
+    const updateOf = `regexp_extract(__lake_file, '/data/${state.dataset.name}/(u[0-9]+)/', 1)`;
+    return `SELECT * EXCLUDE (${exclude}) FROM (SELECT *, max(${updateOf}) OVER (PARTITION BY ${keys.map(ident).join(", ")}) AS __newest FROM ${source}, filename = '__lake_file')) WHERE ${[`${updateOf} = __newest`, ...conditions].map((c) => `(${c})`).join(" AND ")}`;
   }
 
   /**
@@ -461,6 +481,55 @@ export class Lake {
     });
   }
 
+  /**
+   * Publishes a relationalize run: for each table it wrote, one delta update of the dataset named after the
+   * table (made on first use, keyed by the record column): the run's rows, partition columns included, plus a
+   * `_deleted` row for each record the run removed. Newest-update-wins per record then gives the table's state.
+   */
+  async publishRelationalized(run: {
+    runId: string;
+    source: string;
+    tables: ReadonlyArray<{ name: string; recordColumn: string; files: readonly string[] }>;
+    deletedRecords: readonly string[];
+  }): Promise<void> {
+    const operator = await this.principal();
+    for (const table of run.tables) {
+      if (table.files.length === 0 && run.deletedRecords.length === 0) continue;
+      let dataset = await this.state.dataset(table.name);
+      if (!dataset) {
+        dataset = await this.createDataset(
+          {
+            name: table.name,
+            description: `relationalized from JSON dataset ${run.source}`,
+            owner: OPERATOR,
+            tier: this.ws.config.lake.relationalizedTier,
+            updateKind: "delta",
+            keyColumns: [table.recordColumn],
+          },
+          operator,
+        );
+      }
+      const parts: string[] = [];
+      if (table.files.length > 0) {
+        parts.push(
+          `SELECT * FROM read_parquet([${table.files.map(literal).join(", ")}], union_by_name = true, hive_partitioning = true)`,
+        );
+      }
+      if (run.deletedRecords.length > 0) {
+        parts.push(
+          `SELECT unnest([${run.deletedRecords.map(literal).join(", ")}]) AS ${ident(table.recordColumn)}, true AS _deleted`,
+        );
+      }
+      await this.writeUpdate(dataset, "delta", operator, {
+        operation: "relationalize",
+        run: run.runId,
+        lineage: [],
+        note: `run ${run.runId} of ${run.source}`,
+        select: () => parts.join(" UNION ALL BY NAME "),
+      });
+    }
+  }
+
   private async countRows(state: DatasetState, participant: string): Promise<number> {
     const duck = await openDuckDB();
     try {
@@ -562,7 +631,8 @@ async function tablesOf(connection: DuckDBConnection, sql: string): Promise<stri
   return checkParsedQuery(JSON.parse(String((await parse.runAndReadAll()).getRows()[0]?.[0]))).tables;
 }
 
-async function readTransform(folder: string): Promise<TransformConfig> {
+/** Reads and checks a transformation folder's `pipeline.json`. */
+export async function readTransform(folder: string): Promise<TransformConfig> {
   const file = path.join(folder, "pipeline.json");
   let raw: unknown;
   try {

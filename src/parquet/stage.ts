@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import pLimit from "p-limit";
+import { Lake } from "../lake/lake.js";
 import { rootFieldOf, type TableRows, type TypeConflict } from "../relationalize/model.js";
 import { safeName } from "../relationalize/naming.js";
 import { parseDocument } from "../relationalize/parse.js";
@@ -269,6 +270,23 @@ export class RelationalizeStage {
         path.join(this.parquetRoot, "_manifests", `${runId}.json`),
         `${JSON.stringify(manifest, null, 2)}\n`,
       );
+      // The lake gets the run as one update per table before it counts here: a run cut off after publishing is
+      // redone and published again, which changes nothing (the newest update per record wins).
+      if (this.ws.config.lake.publishRelationalized) {
+        await new Lake(this.ws).publishRelationalized({
+          runId,
+          source: dataset,
+          tables: finalSchema.tables.flatMap((table) => {
+            const recordColumn = recordColumnOf(table)?.name;
+            if (!recordColumn) return [];
+            const files = [...staged.values()]
+              .filter((f) => f.table === table.name)
+              .map((f) => path.join(this.parquetRoot, f.table, f.relative));
+            return [{ name: table.name, recordColumn, files }];
+          }),
+          deletedRecords: removedRecords,
+        });
+      }
       await state.commitRun({
         runId,
         dataset,

@@ -9,6 +9,8 @@ export const RunKind = z.enum([
   "relationalize",
   /** Export records to researcher tables (target: `export:<destination>`; params.request: the request). */
   "export",
+  /** Run a lake transformation folder (target: the folder, relative to the workspace). */
+  "transform",
 ]);
 export type RunKind = z.infer<typeof RunKind>;
 

@@ -9,6 +9,7 @@ import { yesterday } from "../export/plan.js";
 import { parseExportRequest } from "../export/request.js";
 import { listArchives, SIDECAR_SUFFIX } from "../intake/discover.js";
 import { Intake } from "../intake/intake.js";
+import { Lake, readTransform } from "../lake/lake.js";
 import { RelationalizeStage } from "../parquet/stage.js";
 import type { Workspace } from "../workspace/workspace.js";
 import { backoffSeconds, isTransient } from "./errors.js";
@@ -74,6 +75,13 @@ export const EXECUTORS: Record<RunKind, Executor> = {
     const report = await new RelationalizeStage(ws).run(run.target);
     log.info({ records: report.records, replaced: report.replaced, deleted: report.deleted }, "relationalize finished");
     return { summary: report, skipped: report.runId === null };
+  },
+
+  async transform(run, { ws, log }) {
+    const lake = new Lake(ws);
+    const manifest = await lake.transform(path.resolve(ws.root, run.target), await lake.principal(), run.runId);
+    log.info({ dataset: manifest.dataset, update: manifest.update, rows: manifest.rows }, "transform finished");
+    return { summary: { dataset: manifest.dataset, update: manifest.update, rows: manifest.rows } };
   },
 
   async export(run, { ws, log }) {
@@ -161,7 +169,7 @@ export class Pipeline {
     const drop = path.resolve(this.ws.root, this.ws.config.pipeline.dropFolder);
     if (await hasArchives(drop))
       runs.push(await this.requestOnce({ kind: "intake", target: "intake", requestedBy: "drop-folder" }));
-    for (const schedule of this.ws.config.pipeline.schedules) {
+    for (const schedule of [...this.ws.config.pipeline.schedules, ...(await transformSchedules(this.ws))]) {
       const lastTick = await this.state.lastTick(schedule.name);
       const tick = dueTick(schedule.cron, schedule.timezone, lastTick, now);
       if (!tick) continue;
@@ -198,6 +206,7 @@ export class Pipeline {
     tick: string,
   ): Promise<Array<{ target: string; params: Record<string, unknown> }>> {
     if (schedule.kind === "intake") return [{ target: "intake", params: {} }];
+    if (schedule.kind === "transform") return [{ target: schedule.target, params: {} }];
     if (schedule.kind === "relationalize") {
       const datasets = schedule.target === "*" ? await new RelationalizeStage(this.ws).datasets() : [schedule.target];
       return datasets.map((target) => ({ target, params: {} }));
@@ -335,4 +344,22 @@ export class Pipeline {
 
 async function hasArchives(dir: string): Promise<boolean> {
   return (await listArchives(dir)).length > 0;
+}
+
+/** The schedules of the transformation folders listed in `lake.transforms` whose pipeline.json has one. */
+async function transformSchedules(ws: Workspace): Promise<Config["pipeline"]["schedules"]> {
+  const out: Config["pipeline"]["schedules"] = [];
+  for (const folder of ws.config.lake.transforms) {
+    const config = await readTransform(path.resolve(ws.root, folder));
+    if (!config.schedule) continue;
+    out.push({
+      name: `transform-${folder.replace(/[^A-Za-z0-9_.-]/g, "_")}`,
+      cron: config.schedule.cron,
+      timezone: config.schedule.timezone,
+      kind: "transform",
+      target: folder,
+      request: {},
+    });
+  }
+  return out;
 }
