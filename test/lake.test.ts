@@ -558,3 +558,36 @@ describe("scheduled transformations", () => {
     }
   });
 });
+
+describe("withdrawal from tables relationalized from uploads", () => {
+  it("deletes the participant's records from the lake datasets of relationalized tables, and hides them in time travel", async () => {
+    const t = await makeWorkspace();
+    try {
+      const { Intake } = await import("../src/intake/intake.js");
+      const { RelationalizeStage } = await import("../src/parquet/stage.js");
+      const { writeBatch } = await import("../src/synth/generate.js");
+      const dir = await tempDir();
+      const uploads = await writeBatch(dir, ["valid", "valid", "valid", "valid", "valid", "valid"], {
+        seed: 3,
+        participants: 3,
+      });
+      await new Intake(t.ws).ingest([dir]);
+      await new RelationalizeStage(t.ws).run("WeatherResult_v1");
+      const lake = new Lake(t.ws);
+      const operator = await lake.principal();
+      const who = uploads[0]?.metadata.healthcode as string;
+      const theirs = uploads.filter((u) => u.metadata.healthcode === who).map((u) => u.recordId);
+      const count = async (options = {}) =>
+        Number((await lake.query(operator, "SELECT count(*) FROM WeatherResult_v1", options)).rows[0]?.[0]);
+      expect(await count()).toBe(uploads.length);
+      const result = await lake.withdraw(who, operator);
+      expect(result).toContainEqual({ dataset: "WeatherResult_v1", update: "u000002", removed: theirs.length });
+      expect(await count()).toBe(uploads.length - theirs.length);
+      expect(await count({ asOf: { WeatherResult_v1: "u000001" } })).toBe(uploads.length - theirs.length);
+      const update = (await lake.updates("WeatherResult_v1", operator))[1];
+      expect(update).toMatchObject({ kind: "delta", manifest: { operation: "withdraw", rows: theirs.length } });
+    } finally {
+      await t.cleanup();
+    }
+  });
+});

@@ -53,10 +53,13 @@ interface DatasetState {
   updates: Update[];
   files: string[];
   columns: string[];
-  /** The column naming each row's participant, if the dataset has one. */
-  participantColumn: string | undefined;
-  /** Participants who withdrew: never shown, whatever update is read. */
-  withdrawn: readonly string[];
+  /**
+   * How a row names its participant: a participant column, or (for a table relationalized from uploads) the
+   * record column, whose records belong to known participants.
+   */
+  participant: { column: string; by: "participant" | "record" } | undefined;
+  /** Values of that column that belong to withdrawn participants: never shown, whatever update is read. */
+  hidden: readonly string[];
 }
 
 async function sha256(file: string): Promise<string> {
@@ -340,9 +343,26 @@ export class Lake {
     const live = lastSnapshot < 0 ? updates : updates.slice(lastSnapshot);
     const files = live.flatMap((u) => (u.manifest?.files ?? []).map((f) => path.join(this.root, ...f.path.split("/"))));
     const columns = [...new Set(live.flatMap((u) => (u.manifest?.schema ?? []).map((c) => c.name)))];
-    const participantColumn = this.ws.config.lake.participantColumns.find((c) => columns.includes(c));
-    const withdrawn = participantColumn ? await this.state.withdrawn() : [];
-    return { dataset, updates: live, files, columns, participantColumn, withdrawn };
+    const participant = this.participantOf(dataset, columns);
+    return { dataset, updates: live, files, columns, participant, hidden: await this.hiddenValues(participant) };
+  }
+
+  private participantOf(dataset: Dataset, columns: readonly string[]): DatasetState["participant"] {
+    const column = this.ws.config.lake.participantColumns.find((c) => columns.includes(c));
+    if (column) return { column, by: "participant" };
+    const record = this.ws.config.relationalize.recordField;
+    return dataset.keyColumns.includes(record) ? { column: record, by: "record" } : undefined;
+  }
+
+  /** The values of a dataset's participant column that withdrawn participants own. */
+  private async hiddenValues(
+    participant: DatasetState["participant"],
+    withdrawn?: readonly string[],
+  ): Promise<string[]> {
+    if (!participant) return [];
+    const who = withdrawn ?? (await this.state.withdrawn());
+    if (who.length === 0) return [];
+    return participant.by === "participant" ? [...who] : this.ws.state.exports.recordsOf(who);
   }
 
   /**
@@ -353,9 +373,10 @@ export class Lake {
     if (state.files.length === 0) return "SELECT NULL AS empty WHERE false";
     const source = `read_parquet([${state.files.map(literal).join(", ")}], union_by_name = true`;
     const conditions: string[] = [];
-    if (state.participantColumn && state.withdrawn.length > 0) {
+    if (state.participant && state.hidden.length > 0) {
+      const column = ident(state.participant.column);
       conditions.push(
-        `${ident(state.participantColumn)} IS NULL OR CAST(${ident(state.participantColumn)} AS VARCHAR) NOT IN (${state.withdrawn.map(literal).join(", ")})`,
+        `${column} IS NULL OR CAST(${column} AS VARCHAR) NOT IN (${state.hidden.map(literal).join(", ")})`,
       );
     }
     const keys = state.dataset.keyColumns;
@@ -373,7 +394,8 @@ export class Lake {
   /**
    * A participant withdraws: recorded (every read hides their rows from now on, whatever update it reads),
    * their sharing scope becomes NO_SHARING (later exports skip them), and every dataset whose current state
-   * holds their rows gets a new snapshot update without them.
+   * holds their rows gets a new update without them: a snapshot where rows name the participant, a delta of
+   * `_deleted` rows where a table relationalized from uploads holds their records.
    */
   async withdraw(
     participant: string,
@@ -381,32 +403,36 @@ export class Lake {
   ): Promise<Array<{ dataset: string; update: string; removed: number }>> {
     if (!actor.operator) throw new AccessDeniedError("only the workspace operator records a withdrawal");
     await this.ws.state.exports.setScopes([{ healthCode: participant, scope: "NO_SHARING" }]);
-    const before = new Map<string, number>();
+    const affected: Array<{ dataset: Dataset; values: string[]; removed: number }> = [];
     for (const dataset of await this.state.datasets()) {
       const current = await this.stateOf(dataset, {});
-      if (!current.participantColumn || current.files.length === 0) continue;
-      const count = await this.countRows({ ...current, withdrawn: [] }, participant);
-      if (count > 0) before.set(dataset.name, count);
+      if (!current.participant || current.files.length === 0) continue;
+      const values = await this.hiddenValues(current.participant, [participant]);
+      const removed = await this.countRows({ ...current, hidden: [] }, values);
+      if (removed > 0) affected.push({ dataset, values, removed });
     }
     await this.state.withdraw(participant);
     const out: Array<{ dataset: string; update: string; removed: number }> = [];
-    for (const [name, removed] of before) {
-      const dataset = (await this.state.dataset(name)) as Dataset;
+    for (const { dataset, values, removed } of affected) {
       const current = await this.stateOf(dataset, {});
-      const manifest = await this.writeUpdate(dataset, "snapshot", actor, {
+      const byRecord = current.participant?.by === "record";
+      const manifest = await this.writeUpdate(dataset, byRecord ? "delta" : "snapshot", actor, {
         operation: "withdraw",
         run: null,
-        lineage: current.updates.map((u) => ({ dataset: name, update: u.update })),
+        lineage: current.updates.map((u) => ({ dataset: dataset.name, update: u.update })),
         note: `${removed} rows of a withdrawn participant removed`,
-        select: () => this.viewSql(current),
+        select: () =>
+          byRecord
+            ? `SELECT unnest([${values.map(literal).join(", ")}]) AS ${ident(current.participant?.column as string)}, true AS _deleted`
+            : this.viewSql(current),
       });
-      out.push({ dataset: name, update: manifest.update, removed });
+      out.push({ dataset: dataset.name, update: manifest.update, removed });
     }
     await this.state.audit({
       actor: actor.user,
       action: "withdraw",
-      datasets: [...before.keys()],
-      rows: [...before.values()].reduce((a, b) => a + b, 0),
+      datasets: affected.map((a) => a.dataset.name),
+      rows: affected.reduce((n, a) => n + a.removed, 0),
       detail: `participant ${participant}`,
       outcome: "ok",
     });
@@ -530,12 +556,14 @@ export class Lake {
     }
   }
 
-  private async countRows(state: DatasetState, participant: string): Promise<number> {
+  /** Rows of a dataset's state whose participant column holds one of these values. */
+  private async countRows(state: DatasetState, values: readonly string[]): Promise<number> {
+    if (!state.participant || values.length === 0) return 0;
     const duck = await openDuckDB();
     try {
-      const column = ident(state.participantColumn as string);
+      const column = ident(state.participant.column);
       const reader = await duck.connection.runAndReadAll(
-        `SELECT count(*) FROM (${this.viewSql(state)}) WHERE CAST(${column} AS VARCHAR) = ${literal(participant)}`,
+        `SELECT count(*) FROM (${this.viewSql(state)}) WHERE CAST(${column} AS VARCHAR) IN (${values.map(literal).join(", ")})`,
       );
       return Number(reader.getRows()[0]?.[0] ?? 0);
     } finally {

@@ -92,6 +92,21 @@ export class ExportState {
     return out;
   }
 
+  /** Record ids of these participants' uploads. */
+  async recordsOf(healthCodes: readonly string[]): Promise<string[]> {
+    const out = new Set<string>();
+    for (const part of chunks([...new Set(healthCodes)])) {
+      const rows = await this.db
+        .selectFrom("uploads")
+        .select("record_id")
+        .where("health_code", "in", part)
+        .where("record_id", "is not", null)
+        .execute();
+      for (const row of rows) out.add(row.record_id as string);
+    }
+    return [...out].sort();
+  }
+
   async participantCount(): Promise<number> {
     const { n } = await this.db
       .selectFrom("participants")
