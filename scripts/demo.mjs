@@ -46,6 +46,12 @@ cli(
   "query",
   "SELECT sensorType, count(*) AS samples, round(avg(x), 4) AS mean_x FROM MotionRecord_v1 GROUP BY 1 ORDER BY 2 DESC",
 );
+// Every relationalized table is also a lake dataset: a user with a grant queries it through governed SQL.
+cli("-w", demo, "datasets");
+cli("-w", demo, "users", "create", "ana", "--role", "analyst");
+cli("-w", demo, "grant", "read", "tier:restricted", "--to", "role:analyst");
+cli("-w", demo, "query", "--as", "ana", "SELECT count(*) AS weather_records FROM WeatherResult_v1");
+
 // Participants' current sharing scopes: most share, some only with sponsors, some withdrew.
 const scopes = ["ALL_QUALIFIED_RESEARCHERS", "ALL_QUALIFIED_RESEARCHERS", "SPONSORS_AND_PARTNERS", "NO_SHARING"];
 const participants = path.join(demo, "participants.csv");
