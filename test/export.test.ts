@@ -431,6 +431,30 @@ describe("export over several days", () => {
   }, 60_000);
 });
 
+describe.skipIf(!pgReady)("a PostgreSQL destination written from two workspaces", () => {
+  it("replaces a record's rows rather than adding them twice, whatever the state store remembers", async () => {
+    const destSchema = uniqueSchema();
+    const open = () => makeWorkspace({ export: { destinations: destinations(destSchema) } });
+    const first = await open();
+    const second = await open();
+    try {
+      const request = parseExportRequest({ date: DAY, sharingMode: "ALL", destination: "pg" });
+      const records = await seedExportDay(first.ws, { records: 30, day: DAY });
+      await seedExportDay(second.ws, { records: 30, day: DAY });
+      await new Exporter(first.ws).run(request, { now: NEXT_DAY });
+      const report = await new Exporter(second.ws).run(request, { now: NEXT_DAY });
+      expect(report.status).toBe("succeeded");
+      const survey = records.filter((r) => r.studyId === "study-a" && r.datasetId === "Survey_v1");
+      const rows = await pgQuery<{ recordId: string }>(`SELECT "recordId" FROM "${destSchema}"."study-a-Survey-v1"`);
+      expect(rows.map((r) => r.recordId).sort()).toEqual(survey.map((r) => r.recordId).sort());
+    } finally {
+      await first.cleanup();
+      await second.cleanup();
+      await dropSchema(destSchema);
+    }
+  }, 60_000);
+});
+
 describe.skipIf(!pgReady)("export with the state store on PostgreSQL", () => {
   it("keeps the same bookkeeping: exactly once, and a redrive replaces rows", async () => {
     const stateSchema = uniqueSchema();

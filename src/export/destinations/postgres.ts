@@ -39,8 +39,8 @@ const ATTACHMENTS = "_studylake_attachments";
 
 /**
  * Researcher tables in a PostgreSQL schema, one table per study and schema (named by its table key). Each
- * table's share of an export is one transaction: the table is created or altered, a redrive's records are
- * deleted, the rows and attachments inserted, and a marker row records that this export wrote the table, so a
+ * table's share of an export is one transaction: the table is created or altered, earlier rows of the records
+ * written (and of a redrive's records) are deleted, the rows and attachments inserted, and a marker row records that this export wrote the table, so a
  * failed export leaves no partial day and a resumed one never writes a table twice.
  */
 export class PostgresDestination implements Destination {
@@ -108,8 +108,18 @@ export class PostgresDestination implements Destination {
           );
         }
       }
-      if (write.replace.recordIds.length > 0) {
-        await client.query(`DELETE FROM ${table} WHERE "recordId" = ANY($1::text[])`, [[...write.replace.recordIds]]);
+      if (write.columns.some((c) => c.name === "recordId")) {
+        await client.query(
+          `CREATE INDEX IF NOT EXISTS ${quote(`${pgTableName(write.table.key)}_recordId`.slice(0, 63))} ON ${table} ("recordId")`,
+        );
+        // A record's rows are replaced, never added twice: a redrive's records, and any record this export
+        // writes that the table already holds (a second workspace, or state restored from a backup).
+        const replaced = [
+          ...new Set([...write.replace.recordIds, ...write.rows.flatMap((r) => (r.recordId ? [r.recordId] : []))]),
+        ];
+        if (replaced.length > 0) {
+          await client.query(`DELETE FROM ${table} WHERE "recordId" = ANY($1::text[])`, [replaced]);
+        }
       }
       await this.insertRows(client, table, write);
       if (write.attachments.size > 0) {
