@@ -85,6 +85,7 @@ async function main(): Promise<void> {
     results.push([name, median(governed), median(raw)]);
   }
   direct.close();
+  await lake.close();
   await ws.close();
 
   console.log(

@@ -4,7 +4,7 @@ import path from "node:path";
 import { stringify } from "lossless-json";
 import { afterEach, describe, expect, it } from "vitest";
 import { Intake } from "../src/intake/intake.js";
-import { Lake } from "../src/lake/lake.js";
+import { Lake, type QueryOptions } from "../src/lake/lake.js";
 import { Catalog } from "../src/parquet/catalog.js";
 import { QueryRefusedError } from "../src/parquet/duckdb.js";
 import { RelationalizeStage } from "../src/parquet/stage.js";
@@ -26,9 +26,9 @@ afterEach(async () => {
   t = undefined;
 });
 
-async function lakeRows(ws: TestWorkspace["ws"], sql: string): Promise<unknown[][]> {
+async function lakeRows(ws: TestWorkspace["ws"], sql: string, options: QueryOptions = {}): Promise<unknown[][]> {
   const lake = new Lake(ws);
-  return (await lake.query(await lake.principal(), sql)).rows;
+  return (await lake.query(await lake.principal(), sql, options)).rows;
 }
 
 async function rows(ws: TestWorkspace["ws"], sql: string): Promise<unknown[][]> {
@@ -97,6 +97,7 @@ describe("relationalize to Parquet", () => {
     await new Intake(t.ws).ingest([FIXTURE_ARCHIVE]);
     const stage = new RelationalizeStage(t.ws);
     await stage.run("ArchiveMetadata_v1");
+    const original = await lakeRows(t.ws, "SELECT taskRunUUID FROM ArchiveMetadata_v1");
     // The same record id arrives again with other content (a later upload).
     const dir = await tempDir();
     const [upload] = await writeBatch(dir, ["valid"], { seed: 9 });
@@ -123,6 +124,10 @@ describe("relationalize to Parquet", () => {
       ),
     ).toEqual([[1n, upload!.recordId]]);
     expect(await lakeRows(t.ws, "SELECT count(*) FROM ArchiveMetadata_v1_files")).toEqual([[2n]]);
+    // The first update is immutable although the stage has since rewritten the files it came from.
+    expect(
+      await lakeRows(t.ws, "SELECT taskRunUUID FROM ArchiveMetadata_v1", { asOf: { ArchiveMetadata_v1: "u000001" } }),
+    ).toEqual(original);
     const updates = await new Lake(t.ws).updates("ArchiveMetadata_v1", await new Lake(t.ws).principal());
     expect(updates.map((u) => [u.update, u.kind, u.manifest?.run])).toEqual([
       ["u000001", "delta", expect.any(String)],

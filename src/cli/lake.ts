@@ -96,7 +96,12 @@ export async function lakeQuery(
   }
   if (opts.format === "parquet" && !opts.output) throw new UsageError("--format parquet needs --output <file>");
   if (opts.output) options.output = { file: opts.output, format: opts.format === "table" ? "csv" : opts.format };
-  const result = await lake.query(await callerOf(lake, opts.as), sql, options);
+  let result: Awaited<ReturnType<Lake["query"]>>;
+  try {
+    result = await lake.query(await callerOf(lake, opts.as), sql, options);
+  } finally {
+    await lake.close();
+  }
   if (opts.output) {
     console.log(`Wrote ${result.rowCount} rows (${result.columns.length} columns) to ${opts.output}.`);
     return;

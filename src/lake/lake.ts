@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { copyFile, link, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { DuckDBConnection } from "@duckdb/node-api";
 import { ident, literal, openDuckDB, QueryRefusedError, runSelect } from "../parquet/duckdb.js";
@@ -100,6 +100,7 @@ function readerOf(file: string, format: ImportFormat): string {
  */
 export class Lake {
   readonly root: string;
+  private engine: ReturnType<typeof openDuckDB> | undefined;
 
   constructor(private readonly ws: Workspace) {
     this.root = path.resolve(ws.root, ws.config.paths.lake);
@@ -268,7 +269,7 @@ export class Lake {
           ? []
           : ((
               await duck.connection.runAndReadAll(
-                `DESCRIBE SELECT * FROM read_parquet([${written.map(literal).join(", ")}], union_by_name = true)`,
+                `DESCRIBE SELECT * FROM read_parquet([${written.map(literal).join(", ")}], union_by_name = true, hive_partitioning = false)`,
               )
             ).getRowObjectsJS() as Array<{ column_name: string; column_type: string }>);
       await rename(writing, dataDir);
@@ -371,7 +372,7 @@ export class Lake {
    */
   private viewSql(state: DatasetState): string {
     if (state.files.length === 0) return "SELECT NULL AS empty WHERE false";
-    const source = `read_parquet([${state.files.map(literal).join(", ")}], union_by_name = true`;
+    const source = `read_parquet([${state.files.map(literal).join(", ")}], union_by_name = true, hive_partitioning = false`;
     const conditions: string[] = [];
     if (state.participant && state.hidden.length > 0) {
       const column = ident(state.participant.column);
@@ -535,23 +536,25 @@ export class Lake {
           operator,
         );
       }
-      const parts: string[] = [];
-      if (table.files.length > 0) {
-        parts.push(
-          `SELECT * FROM read_parquet([${table.files.map(literal).join(", ")}], union_by_name = true, hive_partitioning = true)`,
-        );
-      }
-      if (run.deletedRecords.length > 0) {
-        parts.push(
-          `SELECT unnest([${run.deletedRecords.map(literal).join(", ")}]) AS ${ident(table.recordColumn)}, true AS _deleted`,
-        );
-      }
+      const deleted = run.deletedRecords;
       await this.writeUpdate(dataset, "delta", operator, {
         operation: "relationalize",
         run: run.runId,
         lineage: [],
         note: `run ${run.runId} of ${run.source}`,
-        select: () => parts.join(" UNION ALL BY NAME "),
+        // The run's files hold their partition columns and are never changed in place (a rewrite is a new
+        // file renamed over the old one), so the update links them instead of copying.
+        produce: async (connection, dir) => {
+          for (const [i, file] of table.files.entries()) {
+            const target = path.join(dir, `part-${i}.parquet`);
+            await link(file, target).catch(() => copyFile(file, target));
+          }
+          if (deleted.length > 0) {
+            await connection.run(
+              `COPY (SELECT unnest([${deleted.map(literal).join(", ")}]) AS ${ident(table.recordColumn)}, true AS _deleted) TO ${literal(path.join(dir, "_deleted.parquet"))} (FORMAT parquet)`,
+            );
+          }
+        },
       });
     }
   }
@@ -572,12 +575,36 @@ export class Lake {
   }
 
   /**
+   * A query's session. Usually a new connection to the lake's engine, which was locked down when it started
+   * (it reads nothing outside the lake's data and its settings cannot change); the connection's TEMP views are
+   * its own. A result written to a file gets an engine of its own, locked once its views exist, whose lock
+   * also allows the output folder.
+   */
+  private async session(output: QueryOptions["output"]): Promise<{ connection: DuckDBConnection; close(): void }> {
+    if (output) return openDuckDB();
+    this.engine ??= openDuckDB().then(async (duck) => {
+      await lockDown(duck.connection, [path.join(this.root, "data")]);
+      return duck;
+    });
+    const connection = await (await this.engine).instance.connect();
+    return { connection, close: () => connection.closeSync() };
+  }
+
+  /** Closes the query engine (a process that exits need not). */
+  async close(): Promise<void> {
+    const engine = this.engine;
+    this.engine = undefined;
+    (await engine)?.close();
+  }
+
+  /**
    * Runs read-only SQL as the caller: the query is checked before anything runs (see `sql-guard.ts`), then
    * runs in a session of its own whose only tables are views of the datasets it names that the caller may
-   * read, and which can read no file outside the lake's data. Every query is audited.
+   * read, and which can read no file outside the lake's data (see `session`). Every query is audited.
    */
   async query(actor: Principal, sql: string, options: QueryOptions = {}): Promise<QueryResult> {
-    const duck = await openDuckDB();
+    const output = options.output;
+    const duck = await this.session(output);
     let named: string[] = [];
     try {
       named = await tablesOf(duck.connection, sql);
@@ -588,13 +615,11 @@ export class Lake {
         if (!dataset) throw new QueryRefusedError(missingTable(name));
         views.set(dataset.name, await this.stateOf(dataset, options));
       }
-      for (const [name, state] of views)
-        await duck.connection.run(`CREATE VIEW ${ident(name)} AS ${this.viewSql(state)}`);
-      const output = options.output;
-      await lockDown(duck.connection, [
-        path.join(this.root, "data"),
-        ...(output ? [path.dirname(path.resolve(output.file))] : []),
-      ]);
+      for (const [name, state] of views) {
+        await duck.connection.run(`CREATE TEMP VIEW ${ident(name)} AS ${this.viewSql(state)}`);
+      }
+      if (output)
+        await lockDown(duck.connection, [path.join(this.root, "data"), path.dirname(path.resolve(output.file))]);
       const result = output
         ? await copyResult(duck.connection, sql, output)
         : { ...(await runSelect(duck.connection, sql)), rowCount: 0 };
@@ -624,7 +649,7 @@ export class Lake {
   }
 }
 
-/** After the views exist: no file outside these folders may be touched, and no setting changed. */
+/** No file outside these folders may be touched, and no setting changed, from now on. */
 async function lockDown(connection: DuckDBConnection, folders: readonly string[]): Promise<void> {
   await connection.run(`SET allowed_directories = [${folders.map(literal).join(", ")}]`);
   await connection.run("SET enable_external_access = false");

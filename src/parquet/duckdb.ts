@@ -4,13 +4,18 @@ import { type DuckDBConnection, DuckDBInstance, StatementType } from "@duckdb/no
  * An in-memory DuckDB for Parquet and SQL. Extensions that would be downloaded are never installed or loaded
  * (this runs offline); Parquet is built in.
  */
-export async function openDuckDB(): Promise<{ connection: DuckDBConnection; close(): void }> {
+export async function openDuckDB(): Promise<{
+  instance: DuckDBInstance;
+  connection: DuckDBConnection;
+  close(): void;
+}> {
   const instance = await DuckDBInstance.create(":memory:", {
     autoinstall_known_extensions: "false",
     autoload_known_extensions: "false",
   });
   const connection = await instance.connect();
   return {
+    instance,
     connection,
     close() {
       connection.closeSync();
