@@ -580,10 +580,26 @@ describe("withdrawal from tables relationalized from uploads", () => {
       const count = async (options = {}) =>
         Number((await lake.query(operator, "SELECT count(*) FROM WeatherResult_v1", options)).rows[0]?.[0]);
       expect(await count()).toBe(uploads.length);
-      const result = await lake.withdraw(who, operator);
-      expect(result).toContainEqual({ dataset: "WeatherResult_v1", update: "u000002", removed: theirs.length });
+      const { withdrawParticipant } = await import("../src/lake/withdraw.js");
+      const { Catalog } = await import("../src/parquet/catalog.js");
+      const report = await withdrawParticipant(t.ws, who);
+      expect(report.updates).toContainEqual({ dataset: "WeatherResult_v1", update: "u000002", removed: theirs.length });
+      // Their JSON documents are gone, and so are their rows in the stage's own Parquet tables.
+      expect(report.relationalized).toContain("WeatherResult_v1");
+      const left = await t.ws.json.list("dataset=WeatherResult_v1/");
+      expect(left.filter((k) => theirs.some((id) => k.includes(id)))).toEqual([]);
+      const catalog = await Catalog.open(t.ws);
+      const inParquet = await catalog.query("SELECT recordid FROM WeatherResult_v1");
+      catalog.close();
+      expect(inParquet.rows.map((r) => r[0]).sort()).toEqual(
+        uploads
+          .map((u) => u.recordId)
+          .filter((id) => !theirs.includes(id))
+          .sort(),
+      );
       expect(await count()).toBe(uploads.length - theirs.length);
       expect(await count({ asOf: { WeatherResult_v1: "u000001" } })).toBe(uploads.length - theirs.length);
+      expect((await t.ws.state.exports.scopes([who])).get(who)).toBe("NO_SHARING");
       const update = (await lake.updates("WeatherResult_v1", operator))[1];
       expect(update).toMatchObject({ kind: "delta", manifest: { operation: "withdraw", rows: theirs.length } });
     } finally {

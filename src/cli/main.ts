@@ -10,7 +10,7 @@ import { readParticipants } from "../export/participants.js";
 import { planExport, type Selection, yesterday } from "../export/plan.js";
 import { parseExportRequest, RECORD_SOURCES } from "../export/request.js";
 import { type IngestReport, Intake, type ReprocessReport } from "../intake/intake.js";
-import { Lake } from "../lake/lake.js";
+import { withdrawParticipant } from "../lake/withdraw.js";
 import { Catalog, documentText } from "../parquet/catalog.js";
 import { type RelationalizeReport, RelationalizeStage } from "../parquet/stage.js";
 import { RunKind } from "../pipeline/models.js";
@@ -500,15 +500,14 @@ export function buildProgram(): Command {
     .option("--json", "machine-readable output")
     .action(async (healthCode: string, opts: { json?: boolean }) => {
       await withWorkspace(program, async (ws) => {
-        const lake = new Lake(ws);
-        const updates = await lake.withdraw(healthCode, await lake.principal());
+        const report = await withdrawParticipant(ws, healthCode);
         if (opts.json) {
-          printJson({ participant: healthCode, updates });
+          printJson(report);
           return;
         }
-        for (const u of updates) console.log(`  ${u.dataset}: ${u.removed} rows removed in update ${u.update}`);
+        for (const u of report.updates) console.log(`  ${u.dataset}: ${u.removed} rows removed in update ${u.update}`);
         console.log(
-          `Participant ${healthCode} withdrawn: ${updates.length} datasets updated; sharing scope NO_SHARING; hidden from every query.`,
+          `Participant ${healthCode} withdrawn: ${report.updates.length} lake datasets updated, ${report.documentsDeleted} JSON documents deleted, ${report.relationalized.length} datasets relationalized again; sharing scope NO_SHARING; hidden from every lake query.`,
         );
       });
     });
