@@ -131,6 +131,7 @@ describe("the studylake CLI", () => {
       quarantined: 1,
       rejected: 0,
       superseded: 0,
+      withdrawn: 0,
     });
     const text = await studylake("-w", ws, "status");
     expect(text.stdout).toMatch(/quarantined\s+1/);

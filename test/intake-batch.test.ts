@@ -39,7 +39,14 @@ const EXPECTED_STATUS: Record<SynthKind, UploadStatus> = {
 };
 
 function expectedCounts(kinds: readonly SynthKind[]): Record<UploadStatus, number> {
-  const counts: Record<UploadStatus, number> = { received: 0, valid: 0, quarantined: 0, rejected: 0, superseded: 0 };
+  const counts: Record<UploadStatus, number> = {
+    received: 0,
+    valid: 0,
+    quarantined: 0,
+    rejected: 0,
+    superseded: 0,
+    withdrawn: 0,
+  };
   for (const kind of kinds) counts[EXPECTED_STATUS[kind]] += 1;
   return counts;
 }

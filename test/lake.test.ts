@@ -607,3 +607,41 @@ describe("withdrawal from tables relationalized from uploads", () => {
     }
   });
 });
+
+describe("uploads of a participant who has withdrawn", () => {
+  it("are kept raw and recorded, but nothing of them is written, on intake or reprocess", async () => {
+    const t = await makeWorkspace();
+    try {
+      const { Intake } = await import("../src/intake/intake.js");
+      const { writeBatch } = await import("../src/synth/generate.js");
+      const { withdrawParticipant } = await import("../src/lake/withdraw.js");
+      const first = await tempDir();
+      const [before] = await writeBatch(first, ["valid"], { seed: 21, participants: 1 });
+      await new Intake(t.ws).ingest([first]);
+      const who = before?.metadata.healthcode as string;
+      await withdrawParticipant(t.ws, who);
+      const later = await tempDir();
+      const [after] = await writeBatch(later, ["valid"], { seed: 22, participants: 1 });
+      expect(after?.metadata.healthcode).toBe(who);
+      const report = await new Intake(t.ws).ingest([later]);
+      expect(report.statuses.withdrawn).toBe(1);
+      expect(report.filesWritten).toBe(0);
+      const [upload] = await t.ws.state.uploadsOfRecord(after?.recordId as string);
+      expect(upload).toMatchObject({ status: "withdrawn" });
+      expect(await t.ws.raw.exists(upload?.rawKey as string)).toBe(true);
+      expect((await t.ws.state.uploadsOfRecord(before?.recordId as string))[0]?.status).toBe("withdrawn");
+      const { Exporter } = await import("../src/export/exporter.js");
+      const { parseExportRequest } = await import("../src/export/request.js");
+      const exported = await new Exporter(t.ws).run(
+        parseExportRequest({ recordIds: [before?.recordId as string, after?.recordId as string], sharingMode: "ALL" }),
+      );
+      expect(exported.metrics.counters.numTotal ?? 0).toBe(0);
+      // Reprocessing the earlier record does not bring its documents back either.
+      const again = await new Intake(t.ws).reprocess({ recordId: before?.recordId as string });
+      expect(again.statuses.withdrawn).toBe(1);
+      expect((await t.ws.json.list()).filter((k) => k.includes(before?.recordId as string))).toEqual([]);
+    } finally {
+      await t.cleanup();
+    }
+  });
+});

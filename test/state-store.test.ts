@@ -119,7 +119,7 @@ function stateStoreSuite(
       const [r1v1] = await store.uploadsOfRecord("r1");
       await store.setStatus(r1v1!.uploadId, "superseded");
       const counts = await store.countByStatus();
-      expect(counts).toEqual({ received: 2, valid: 1, quarantined: 0, rejected: 1, superseded: 1 });
+      expect(counts).toEqual({ received: 2, valid: 1, quarantined: 0, rejected: 1, superseded: 1, withdrawn: 0 });
       const received = await store.listUploads({ statuses: ["received"] });
       expect(received.map((u) => `${u.recordId}@${u.version}`).sort()).toEqual(["r1@2", "r2@1"]);
       expect(await store.listUploads({ recordId: "r1", limit: 1 })).toHaveLength(1);

@@ -779,7 +779,8 @@ function printIngestReport(report: IngestReport): void {
   console.log(
     `Ingested ${report.items.length} archive${report.items.length === 1 ? "" : "s"}: ` +
       `${a.ingested} new, ${a["new-version"]} new versions, ${a.unchanged} unchanged, ${a.resumed} resumed, ${a.failed} failed; ` +
-      `${s.valid} valid, ${s.quarantined} quarantined, ${s.rejected} rejected, ${s.superseded} superseded; ` +
+      `${s.valid} valid, ${s.quarantined} quarantined, ${s.rejected} rejected, ${s.superseded} superseded` +
+      `${s.withdrawn > 0 ? `, ${s.withdrawn} from withdrawn participants (kept raw, not written)` : ""}; ` +
       `${report.filesWritten} dataset files written.`,
   );
 }

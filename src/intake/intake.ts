@@ -98,7 +98,15 @@ interface ProcessResult {
 export class Intake {
   private readonly records = new KeyedLock();
 
+  /** Participants who have withdrawn, read once per Intake (a withdrawal during a long batch applies to the next). */
+  private withdrawnParticipants: Promise<Set<string>> | undefined;
+
   constructor(private readonly ws: Workspace) {}
+
+  private withdrawn(): Promise<Set<string>> {
+    this.withdrawnParticipants ??= this.ws.state.lake.withdrawn().then((list) => new Set(list));
+    return this.withdrawnParticipants;
+  }
 
   async ingest(paths: readonly string[], options: IngestOptions = {}): Promise<IngestReport> {
     const { sources, problems } = await discoverArchives(paths);
@@ -239,6 +247,12 @@ export class Intake {
         await state.finishUpload(upload.uploadId, { status: "quarantined", error: evaluation.reason, summary, files });
         return { status: "quarantined", message: evaluation.reason, written: 0, warnings: summary.warnings };
       }
+      if ((await this.withdrawn()).has(metadata.healthcode)) {
+        const message = "the participant has withdrawn: nothing of this record is written (the raw archive is kept)";
+        const unwritten = files.map((f) => ({ ...f, outputKey: null, note: "participant withdrawn" }));
+        await state.finishUpload(upload.uploadId, { status: "withdrawn", error: message, summary, files: unwritten });
+        return { status: "withdrawn", message, written: 0, warnings: summary.warnings };
+      }
       const versions = upload.version === 1 && !reprocessing ? [] : await state.uploadsOfRecord(metadata.recordid);
       const newer = versions.find((v) => (v.version ?? 0) > (upload.version ?? 0) && v.status === "valid");
       if (newer) {
@@ -339,7 +353,7 @@ function emptyReport(): IngestReport {
   return {
     items: [],
     actions: Object.fromEntries(IngestAction.options.map((a) => [a, 0])) as Record<IngestAction, number>,
-    statuses: { received: 0, valid: 0, quarantined: 0, rejected: 0, superseded: 0 },
+    statuses: { received: 0, valid: 0, quarantined: 0, rejected: 0, superseded: 0, withdrawn: 0 },
     filesWritten: 0,
     datasets: [],
     warnings: [],

@@ -13,10 +13,11 @@ export interface WithdrawalReport {
 }
 
 /**
- * A participant withdraws, everywhere studylake serves data: their sharing scope becomes NO_SHARING (exports
- * skip them), the lake removes and hides their rows (see `Lake.withdraw`), their records' JSON documents are
- * deleted, and the datasets those were in are relationalized again, which takes the records out of the
- * Parquet tables. The raw archives are kept, as every raw upload is.
+ * A participant withdraws, everywhere studylake serves data: their sharing scope becomes NO_SHARING, their
+ * uploads' status `withdrawn` (no export selects them, whatever its sharing mode; intake writes nothing of
+ * their later uploads), the lake removes and hides their rows (see `Lake.withdraw`), their records' JSON
+ * documents are deleted, and the datasets those were in are relationalized again, which takes the records out
+ * of the Parquet tables. The raw archives are kept, as every raw upload is.
  */
 export async function withdrawParticipant(ws: Workspace, participant: string): Promise<WithdrawalReport> {
   const lake = new Lake(ws);
@@ -26,6 +27,8 @@ export async function withdrawParticipant(ws: Workspace, participant: string): P
   const datasets = new Set<string>();
   let documentsDeleted = 0;
   for (const record of records) {
+    // No export, in any sharing mode, selects an upload that is not valid.
+    await ws.state.setStatus(record.uploadId, "withdrawn");
     for (const doc of record.documents) {
       await ws.json.delete(doc.key);
       datasets.add(doc.datasetId);

@@ -8,8 +8,9 @@ import { z } from "zod";
  *   nothing of the record was written; `reprocess` tries again.
  * - rejected: the archive or its metadata is unusable (corrupt, unsafe, too large, empty, missing fields).
  * - superseded: a newer version of the same record id has been processed; its outputs replaced this one's.
+ * - withdrawn: the participant has withdrawn; the raw archive is kept, nothing of the record was written.
  */
-export const UploadStatus = z.enum(["received", "valid", "quarantined", "rejected", "superseded"]);
+export const UploadStatus = z.enum(["received", "valid", "quarantined", "rejected", "superseded", "withdrawn"]);
 export type UploadStatus = z.infer<typeof UploadStatus>;
 
 /** How one file of an archive was judged. */
