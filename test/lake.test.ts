@@ -76,6 +76,31 @@ describe("lake datasets, updates and time travel", () => {
     }
   });
 
+  it("takes the long names that nested relationalized tables get, and refuses names that are not SQL-safe", async () => {
+    const long = `survey_v1${"_answers_items".repeat(8)}`;
+    expect(long.length).toBeGreaterThan(63);
+    await lake.createDataset(
+      { name: long, description: "", owner: "operator", tier: "internal", updateKind: "snapshot", keyColumns: [] },
+      operator,
+    );
+    await writeFile(path.join(files, "long.csv"), "a\n1\n");
+    await lake.importFile(long, path.join(files, "long.csv"), operator);
+    expect((await lake.query(operator, `SELECT a FROM ${long}`)).rows).toEqual([[1n]]);
+    await expect(
+      lake.createDataset(
+        {
+          name: "bad-name",
+          description: "",
+          owner: "operator",
+          tier: "internal",
+          updateKind: "snapshot",
+          keyColumns: [],
+        },
+        operator,
+      ),
+    ).rejects.toThrow(/letters, digits and _/);
+  });
+
   it("refuses a file it cannot read, leaving no update behind", async () => {
     await writeFile(path.join(files, "bad.parquet"), "not parquet at all");
     await expect(lake.importFile("people_0", path.join(files, "bad.parquet"), operator)).rejects.toThrow(

@@ -582,10 +582,15 @@ export class Lake {
    */
   private async session(output: QueryOptions["output"]): Promise<{ connection: DuckDBConnection; close(): void }> {
     if (output) return openDuckDB();
-    this.engine ??= openDuckDB().then(async (duck) => {
-      await lockDown(duck.connection, [path.join(this.root, "data")]);
-      return duck;
-    });
+    this.engine ??= openDuckDB()
+      .then(async (duck) => {
+        await lockDown(duck.connection, [path.join(this.root, "data")]);
+        return duck;
+      })
+      .catch((err) => {
+        this.engine = undefined;
+        throw err;
+      });
     const connection = await (await this.engine).instance.connect();
     return { connection, close: () => connection.closeSync() };
   }

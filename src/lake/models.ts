@@ -19,7 +19,7 @@ export const Permission = z.enum(["read", "write"]);
 export type Permission = z.infer<typeof Permission>;
 
 /** A lake name: dataset, user and role names are SQL identifiers too. */
-export const LakeName = z.string().regex(/^[A-Za-z0-9_]{1,63}$/, "must be 1 to 63 letters, digits and _");
+export const LakeName = z.string().regex(/^[A-Za-z0-9_]{1,255}$/, "must be 1 to 255 letters, digits and _");
 
 export const Dataset = z.object({
   name: LakeName,
