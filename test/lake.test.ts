@@ -530,6 +530,39 @@ describe("participant withdrawal and transformations", () => {
   });
 });
 
+describe("an update cut off by a killed process", () => {
+  it("is marked abandoned and its folders removed once it is old enough, and never read", async () => {
+    const t = await makeWorkspace({ lake: { abandonAfterSeconds: 1 } });
+    try {
+      const lake = new Lake(t.ws);
+      const operator = await lake.principal();
+      const dir = await tempDir();
+      await writeFile(path.join(dir, "a.csv"), "a\n1\n");
+      await lake.createDataset(
+        { name: "d", description: "", owner: "operator", tier: "internal", updateKind: "snapshot", keyColumns: [] },
+        operator,
+      );
+      // What a kill leaves: an update begun, a half-written folder.
+      const dead = await t.ws.state.lake.beginUpdate("d", "snapshot", "operator");
+      const writing = path.join(lake.root, "data", "d", `${dead}.writing`);
+      const { mkdir, stat } = await import("node:fs/promises");
+      await mkdir(writing, { recursive: true });
+      await writeFile(path.join(writing, "part-0.parquet"), "half");
+      expect(await lake.query(operator, "SELECT * FROM d")).toMatchObject({ rows: [] });
+      await new Promise((r) => setTimeout(r, 1100));
+      const manifest = await lake.importFile("d", path.join(dir, "a.csv"), operator);
+      expect(manifest.update).toBe("u000002");
+      expect((await lake.updates("d", operator)).map((u) => [u.update, u.status])).toEqual([
+        ["u000001", "abandoned"],
+        ["u000002", "committed"],
+      ]);
+      await expect(stat(writing)).rejects.toThrow(/ENOENT/);
+    } finally {
+      await t.cleanup();
+    }
+  });
+});
+
 describe("scheduled transformations", () => {
   it("runs a transformation folder's schedule from the pipeline, recording the run in the manifest", async () => {
     const t = await makeWorkspace({ lake: { transforms: ["pipelines/daily_counts"] } });

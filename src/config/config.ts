@@ -205,12 +205,15 @@ export const Config = z.object({
       relationalizedTier: z.enum(["internal", "restricted", "sensitive"]).default("restricted"),
       /** Transformation folders (relative to the workspace) whose pipeline.json schedules a worker runs. */
       transforms: z.array(z.string().min(1)).default([]),
+      /** An update still being written after this long was cut off (its process died): it is abandoned. */
+      abandonAfterSeconds: z.number().positive().default(3600),
     })
     .default({
       participantColumns: ["healthCode", "healthcode", "participant_id"],
       publishRelationalized: true,
       relationalizedTier: "restricted",
       transforms: [],
+      abandonAfterSeconds: 3600,
     }),
   /** Archives processed at once by one process: overlapping their file I/O matters far more than CPU. */
   concurrency: z.number().int().min(1).max(256).default(8),

@@ -234,6 +234,7 @@ export class Lake {
       describeFailure?: (err: Error) => string;
     },
   ): Promise<UpdateManifest> {
+    await this.abandonStale(dataset.name);
     const update = await this.state.beginUpdate(dataset.name, kind, actor.user);
     const rawDir = path.join(this.root, "raw", dataset.name, update);
     const dataDir = path.join(this.root, "data", dataset.name, update);
@@ -324,6 +325,22 @@ export class Lake {
       throw err;
     } finally {
       duck.close();
+    }
+  }
+
+  /**
+   * Updates left `writing` by a process that died (begun over `lake.abandonAfterSeconds` ago) are marked
+   * abandoned and their folders removed; they were never visible.
+   */
+  private async abandonStale(name: string): Promise<void> {
+    const cutoff = Date.now() - this.ws.config.lake.abandonAfterSeconds * 1000;
+    for (const u of await this.state.updates(name)) {
+      if (u.status !== "writing" || Date.parse(u.createdAt) > cutoff) continue;
+      await this.state.abandonUpdate(name, u.update);
+      const dataDir = path.join(this.root, "data", name, u.update);
+      for (const dir of [`${dataDir}.writing`, dataDir, path.join(this.root, "raw", name, u.update)]) {
+        await rm(dir, { recursive: true, force: true });
+      }
     }
   }
 

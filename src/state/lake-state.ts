@@ -102,14 +102,20 @@ export class LakeState {
     }
   }
 
+  /** Commits an update that is being written; one abandoned meanwhile (taken for dead) is refused. */
   async commitUpdate(manifest: UpdateManifest): Promise<void> {
-    await this.db
+    const result = await this.db
       .updateTable("lake_updates")
       .set({ status: "committed", manifest: JSON.stringify(manifest), committed_at: new Date().toISOString() })
       .where("dataset", "=", manifest.dataset)
       .where("update_id", "=", manifest.update)
       .where("status", "=", "writing")
-      .execute();
+      .executeTakeFirst();
+    if (Number(result.numUpdatedRows) !== 1) {
+      throw new Error(
+        `update ${manifest.update} of ${manifest.dataset} was abandoned while it was written; run it again`,
+      );
+    }
   }
 
   async abandonUpdate(dataset: string, update: string): Promise<void> {
