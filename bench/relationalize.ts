@@ -124,6 +124,10 @@ async function main(): Promise<void> {
     const oursPeak = peakRss;
     await workspace.close();
     const rows = report.tables.reduce((a, t) => a + t.rows, 0);
+    if (report.typedDocuments !== report.documents)
+      console.log(
+        `  (${report.documents - report.typedDocuments} of ${report.documents} documents took the JavaScript way)`,
+      );
 
     // (b) DuckDB: read_json → root table and unnested child tables → Parquet.
     const duck = await openDuckDB();

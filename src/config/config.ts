@@ -189,11 +189,18 @@ export const Config = z.object({
       partitionFields: z.array(z.string()).default(["assessmentid", "year", "month", "day"]),
       /** Rows gathered before a batch is written: bounds memory whatever the input size. */
       batchRows: z.number().int().positive().default(50_000),
+      /**
+       * Let DuckDB read and relationalize the documents whose structure says everything about them (most
+       * documents; see src/parquet/typed-batch.ts); the rest, or everything when false, is parsed in JavaScript.
+       * Both give the same tables.
+       */
+      typed: z.boolean().default(true),
     })
     .default({
       recordField: "recordid",
       partitionFields: ["assessmentid", "year", "month", "day"],
       batchRows: 50_000,
+      typed: true,
     }),
   lake: z
     .object({

@@ -260,11 +260,15 @@ export class Lake {
         throw new LakeError(spec.describeFailure ? spec.describeFailure(err as Error) : (err as Error).message);
       }
       const written = (await listParquet(writing)).map((relative) => path.join(writing, relative));
-      const counts: number[] = [];
-      for (const file of written) {
-        const reader = await duck.connection.runAndReadAll(`SELECT count(*) FROM read_parquet(${literal(file)})`);
-        counts.push(Number(reader.getRows()[0]?.[0]));
+      // Rows per file in one query (Parquet footers say it): a run's update can have a file per partition.
+      const perFile = new Map<string, number>();
+      if (written.length > 0) {
+        const reader = await duck.connection.runAndReadAll(
+          `SELECT file_name, sum(row_group_num_rows) FROM (SELECT DISTINCT file_name, row_group_id, row_group_num_rows FROM parquet_metadata([${written.map(literal).join(", ")}])) GROUP BY file_name`,
+        );
+        for (const [file, count] of reader.getRowsJS()) perFile.set(String(file), Number(count));
       }
+      const counts = written.map((file) => perFile.get(file) ?? 0);
       const schema =
         written.length === 0
           ? []

@@ -24,11 +24,7 @@ let tableCounter = 0;
 const VECTOR_SIZE = 2048;
 const DUCK_TYPE = { BOOLEAN, BIGINT, DOUBLE, VARCHAR } as const;
 
-/**
- * Writes one batch of a table's rows as zstd Parquet under `dir`, split into Hive-style partition folders by
- * the given columns (kept in the files too, so a file says everything about its rows). File names start with
- * the run id, which is how an unfinished run's files are found and removed.
- */
+/** Writes one batch of a table's rows as Parquet (see copyToParquet). */
 export async function writeParquet(
   connection: DuckDBConnection,
   table: TableRows,
@@ -37,7 +33,6 @@ export async function writeParquet(
   partitionColumns: readonly string[],
 ): Promise<WrittenFile[]> {
   const columns = table.schema.columns;
-  await mkdir(dir, { recursive: true });
   const name = `batch_${process.pid}_${++tableCounter}`;
   await connection.run(`CREATE TABLE ${ident(name)} (${columns.map((c) => `${ident(c.name)} ${c.type}`).join(", ")})`);
   try {
@@ -55,30 +50,42 @@ export async function writeParquet(
       appender.appendDataChunk(chunk);
     }
     appender.closeSync();
-    const partitions = partitionColumns.filter((p) => columns.some((c) => c.name === p));
-    const options = ["FORMAT parquet", "COMPRESSION zstd", "ROW_GROUP_SIZE 122880"];
-    if (partitions.length > 0) {
-      options.push(
-        `PARTITION_BY (${partitions.map(ident).join(", ")})`,
-        "WRITE_PARTITION_COLUMNS true",
-        `FILENAME_PATTERN ${literal(`${filePrefix}_{i}`)}`,
-        "OVERWRITE_OR_IGNORE true",
-      );
-      await connection.run(`COPY ${ident(name)} TO ${literal(dir)} (${options.join(", ")})`);
-    } else {
-      await connection.run(
-        `COPY ${ident(name)} TO ${literal(path.join(dir, `${filePrefix}_0.parquet`))} (${options.join(", ")})`,
-      );
-    }
+    return (await copyToParquet(connection, ident(name), dir, filePrefix, partitionColumns)).files;
   } finally {
     await connection.run(`DROP TABLE IF EXISTS ${ident(name)}`);
   }
+}
+
+/**
+ * Writes what a table or a parenthesised query gives as zstd Parquet under `dir`, split into Hive-style
+ * partition folders by those of the given columns it has (kept in the files too, so a file says everything
+ * about its rows). File names start with `filePrefix`, which is how an unfinished run's files are found.
+ */
+export async function copyToParquet(
+  connection: DuckDBConnection,
+  source: string,
+  dir: string,
+  filePrefix: string,
+  partitionColumns: readonly string[],
+): Promise<{ files: WrittenFile[]; rows: number }> {
+  await mkdir(dir, { recursive: true });
+  const options = ["FORMAT parquet", "COMPRESSION zstd", "ROW_GROUP_SIZE 122880"];
+  if (partitionColumns.length > 0) {
+    options.push(
+      `PARTITION_BY (${partitionColumns.map(ident).join(", ")})`,
+      "WRITE_PARTITION_COLUMNS true",
+      `FILENAME_PATTERN ${literal(`${filePrefix}_{i}`)}`,
+      "OVERWRITE_OR_IGNORE true",
+    );
+  }
+  const target = partitionColumns.length > 0 ? dir : path.join(dir, `${filePrefix}_0.parquet`);
+  const result = await connection.run(`COPY ${source} TO ${literal(target)} (${options.join(", ")})`);
   const files: WrittenFile[] = [];
   for (const relative of await listParquet(dir)) {
     if (!path.basename(relative).startsWith(`${filePrefix}_`)) continue;
     files.push({ relative, bytes: (await stat(path.join(dir, relative))).size });
   }
-  return files;
+  return { files, rows: Number(result.rowsChanged) };
 }
 
 /** Every `.parquet` file below a folder, as paths relative to it, sorted. */

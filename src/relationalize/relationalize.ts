@@ -141,7 +141,7 @@ function columnKey(role: ColumnRole, path: readonly string[]): string {
 }
 
 /** Join keys are derived from the record key and the path, so every run computes the same ones. */
-function encodePath(path: readonly string[]): string {
+export function encodePath(path: readonly string[]): string {
   return path.map((s) => encodeURIComponent(s).replace(/\./g, "%2E")).join(".");
 }
 
@@ -223,6 +223,24 @@ export class Relationalizer {
     } else {
       throw new RelationalizeError("a document must be an object or an array of objects");
     }
+  }
+
+  /**
+   * Grows the schema as adding the document would (columns, child tables, kinds) without keeping its rows:
+   * how documents relationalized elsewhere (by DuckDB, see structure.ts) take part in naming and typing.
+   */
+  observe(document: unknown, context: DocumentContext): void {
+    const pending = new Map([...this.tables].map(([name, table]) => [name, table.pending.length]));
+    const generation = this.generations.get(context.recordKey);
+    this.add(document, context);
+    for (const [name, table] of this.tables) table.pending.length = pending.get(name) ?? 0;
+    if (generation === undefined) this.generations.delete(context.recordKey);
+    else this.generations.set(context.recordKey, generation);
+  }
+
+  /** The schema as of the last flush. */
+  get currentSchema(): DatasetSchema {
+    return structuredClone(this.schema);
   }
 
   private addRoot(object: Record<string, unknown>, context: DocumentContext, element: number | undefined): void {
@@ -346,9 +364,10 @@ export class Relationalizer {
       if (this.generations.size > 0) {
         table.pending = table.pending.filter((row) => this.generations.get(row.record) === row.generation);
       }
-      if (table.pending.length === 0) continue;
+      // Columns and kinds met by observed documents count too, though they leave no rows.
       this.addNewColumns(table);
       conflicts.push(...this.updateKinds(table));
+      if (table.pending.length === 0) continue;
       const at = new Map(table.schema.columns.map((c, i) => [c, i]));
       const slots = new Map<string, Slot>(
         [...table.byKey].map(([key, column]) => [key, { at: at.get(column)!, column }]),

@@ -26,6 +26,8 @@ export interface ObjectStore {
   delete(key: string): Promise<void>;
   /** Every key under a prefix, sorted. */
   list(prefix?: string): Promise<string[]>;
+  /** Where the object is on the local disk, for readers that open files themselves (DuckDB); absent when it is not. */
+  localPath?(key: string): string;
 }
 
 export interface ObjectInfo {
@@ -59,12 +61,12 @@ export class LocalObjectStore implements ObjectStore {
 
   constructor(readonly location: string) {}
 
-  private file(key: string): string {
+  localPath(key: string): string {
     return path.join(this.location, ...checkKey(key).split("/"));
   }
 
   async put(key: string, data: Uint8Array | string, options: PutOptions = {}): Promise<void> {
-    const target = this.file(key);
+    const target = this.localPath(key);
     const folder = path.dirname(target);
     if (!this.folders.has(folder)) {
       await mkdir(folder, { recursive: true });
@@ -90,17 +92,17 @@ export class LocalObjectStore implements ObjectStore {
   }
 
   get(key: string): Promise<Buffer> {
-    return readFile(this.file(key));
+    return readFile(this.localPath(key));
   }
 
   lines(key: string): AsyncIterable<string> {
-    const stream = createReadStream(this.file(key), { encoding: "utf8", highWaterMark: 1 << 20 });
+    const stream = createReadStream(this.localPath(key), { encoding: "utf8", highWaterMark: 1 << 20 });
     return createInterface({ input: stream, crlfDelay: Number.POSITIVE_INFINITY });
   }
 
   async exists(key: string): Promise<boolean> {
     try {
-      return (await stat(this.file(key))).isFile();
+      return (await stat(this.localPath(key))).isFile();
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
       throw err;
@@ -109,7 +111,7 @@ export class LocalObjectStore implements ObjectStore {
 
   async head(key: string): Promise<ObjectInfo | undefined> {
     try {
-      const info = await stat(this.file(key));
+      const info = await stat(this.localPath(key));
       return info.isFile() ? { sizeBytes: info.size, modifiedMs: Math.trunc(info.mtimeMs) } : undefined;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
@@ -118,7 +120,7 @@ export class LocalObjectStore implements ObjectStore {
   }
 
   async delete(key: string): Promise<void> {
-    await rm(this.file(key), { force: true });
+    await rm(this.localPath(key), { force: true });
   }
 
   async list(prefix = ""): Promise<string[]> {

@@ -1,0 +1,224 @@
+import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { openDuckDB } from "../src/parquet/duckdb.js";
+import { RelationalizeStage } from "../src/parquet/stage.js";
+import { Relationalizer } from "../src/relationalize/relationalize.js";
+import {
+  candidateProblem,
+  fitsSchema,
+  mergeStructures,
+  parseStructure,
+  representative,
+} from "../src/relationalize/structure.js";
+import { LocalObjectStore } from "../src/storage/object-store.js";
+import { prng } from "../src/synth/generate.js";
+import { FIXTURES, makeWorkspace, type TestWorkspace, tempDir } from "./support/workspace.js";
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0)) await cleanup();
+});
+
+const required = { recordField: "recordid", rootFields: ["assessmentid"] };
+
+describe("document structures (pure)", () => {
+  it("takes objects whose structure says everything, and says why it refuses the others", () => {
+    const ok = parseStructure(
+      '{"recordid":"VARCHAR","assessmentid":"VARCHAR","a":{"b":[{"c":"DOUBLE"}]},"e":["NULL"]}',
+    );
+    expect(candidateProblem(ok, required)).toBeNull();
+    expect(candidateProblem(["VARCHAR"], required)).toBe("the document is not an object");
+    expect(candidateProblem({ assessmentid: "VARCHAR" }, required)).toBe("no string 'recordid'");
+    expect(candidateProblem({ recordid: "UBIGINT", assessmentid: "VARCHAR" }, required)).toBe("no string 'recordid'");
+    expect(candidateProblem({ recordid: "VARCHAR" }, required)).toBe("no 'assessmentid'");
+    const base = { recordid: "VARCHAR", assessmentid: "VARCHAR" };
+    expect(candidateProblem({ ...base, x: "JSON" }, required)).toBe("a value of type JSON");
+    expect(candidateProblem({ ...base, x: "NULL" }, required)).toBe("a value of type NULL");
+    expect(candidateProblem({ ...base, x: {} }, required)).toBe("an empty object");
+    expect(candidateProblem({ ...base, x: { a: "VARCHAR", A: "VARCHAR" } }, required)).toMatch(/differ only in case/);
+  });
+
+  it("merges structures as the column type rule does, and refuses a disagreement", () => {
+    expect(mergeStructures({ a: "UBIGINT" }, { a: "DOUBLE", b: ["VARCHAR"] })).toEqual({ a: "DOUBLE", b: ["VARCHAR"] });
+    expect(mergeStructures({ a: ["NULL"] }, { a: [{ x: "BIGINT" }] })).toEqual({ a: [{ x: "BIGINT" }] });
+    expect(mergeStructures({ a: "UBIGINT" }, { a: "VARCHAR" })).toBeNull();
+    expect(mergeStructures({ a: "BOOLEAN" }, { a: "DOUBLE" })).toBeNull();
+    expect(mergeStructures({ a: { x: "VARCHAR" } }, { a: ["VARCHAR"] })).toBeNull();
+  });
+
+  it("fits a structure to the dataset's columns: a column made text by a conflict takes no numbers", () => {
+    const relationalizer = Relationalizer.create("t", { recordField: "recordid", inherit: ["recordid"] });
+    const structure = parseStructure('{"recordid":"VARCHAR","n":"UBIGINT","s":[{"v":"DOUBLE"}]}');
+    expect(fitsSchema(structure, relationalizer.currentSchema)).toBe(false);
+    expect(fitsSchema(structure, relationalizer.currentSchema, { lenient: true })).toBe(true);
+    relationalizer.observe(representative(structure), { recordKey: "x" });
+    const observed = relationalizer.flush();
+    expect(observed.tables).toEqual([]);
+    expect(fitsSchema(structure, observed.schema)).toBe(true);
+    relationalizer.add({ recordid: "r1", n: "text", s: [{ v: 1.5 }] }, { recordKey: "r1" });
+    const { schema } = relationalizer.flush();
+    expect(fitsSchema(structure, schema)).toBe(false);
+    expect(fitsSchema(parseStructure('{"recordid":"VARCHAR","n":"VARCHAR"}'), schema)).toBe(true);
+  });
+});
+
+/** Generated documents: regular ones of a few shapes, and irregular ones of every kind the typed way refuses. */
+function documents(seed: number, count: number): object[] {
+  const next = prng(seed);
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)] as T;
+  const out: object[] = [];
+  for (let i = 0; i < count; i++) {
+    const record = `rec${Math.floor(next() * count * 0.8)}`;
+    const doc: Record<string, unknown> = { recordid: record, assessmentid: pick(["a1", "a2"]) };
+    doc.year = 2022;
+    if (next() > 0.3) doc["odd key.é"] = pick(["x", "y ", ""]);
+    if (next() > 0.3) doc.n = next() > 0.5 ? Math.floor(next() * 1000) - 500 : next() * 10;
+    if (next() > 0.3) doc.flag = next() > 0.5;
+    if (next() > 0.3) doc.nested = { deep: { v: Math.floor(next() * 9) }, s: pick(["p", "q"]) };
+    if (next() > 0.3) doc.tags = Array.from({ length: Math.floor(next() * 3) }, () => pick(["t1", "t2", "t3"]));
+    if (next() > 0.3)
+      doc.samples = Array.from({ length: Math.floor(next() * 4) }, (_, s) => ({
+        t: s * 0.5,
+        ...(next() > 0.3 ? { x: next() - 0.5 } : {}),
+        ...(next() > 0.5 ? { points: [[s, s + 1], []] } : {}),
+      }));
+    const irregular = next();
+    if (irregular < 0.05) doc.n = null;
+    else if (irregular < 0.1) doc.nested = {};
+    else if (irregular < 0.15) doc.mixed = next() > 0.5 ? "text" : 7;
+    else if (irregular < 0.18) doc.samples = [{ t: 1 }, { t: null }];
+    else if (irregular < 0.2) doc.big = "12345678901234567890123";
+    else if (irregular < 0.22) delete doc.recordid;
+    out.push(doc);
+  }
+  return out;
+}
+
+type Layout = "per-record" | "ndjson" | "large ndjson";
+
+/** One file per document, three small NDJSON files, or two NDJSON files large enough for DuckDB to read them itself (with blank lines). */
+async function writeDataset(root: string, docs: readonly object[], layout: Layout): Promise<void> {
+  for (const [i, doc] of docs.entries()) {
+    const assessment = layout === "large ndjson" ? "all" : (doc as { assessmentid: string }).assessmentid;
+    const folder = path.join(root, "dataset=gen", `assessmentid=${assessment}`, "year=2022");
+    await mkdir(folder, { recursive: true });
+    const padded = layout === "large ndjson" ? { ...doc, pad: "x".repeat(32_000) } : doc;
+    let text = `${JSON.stringify(padded).replace('"12345678901234567890123"', "12345678901234567890123")}\n`;
+    if (layout === "per-record") await writeFile(path.join(folder, `doc${String(i).padStart(4, "0")}.ndjson`), text);
+    else {
+      if (layout === "large ndjson" && i % 50 === 7) text += "\n  \n";
+      await writeFile(path.join(folder, `part${i % (layout === "ndjson" ? 3 : 2)}.ndjson`), text, { flag: "a" });
+    }
+  }
+}
+
+/** Every table of a workspace, as sorted rows with their column names and types. */
+async function tables(t: TestWorkspace): Promise<Record<string, { columns: string[]; rows: string[] }>> {
+  const root = path.join(t.root, "parquet");
+  const duck = await openDuckDB();
+  try {
+    const out: Record<string, { columns: string[]; rows: string[] }> = {};
+    for (const table of (await readdir(root)).filter((d) => !d.startsWith("_")).sort()) {
+      const source = `read_parquet('${path.join(root, table)}/**/*.parquet', union_by_name = true, hive_partitioning = false)`;
+      const reader = await duck.connection.runAndReadAll(`SELECT * FROM ${source}`);
+      const columns = reader
+        .columnNames()
+        .map((name, i) => `${name}:${reader.columnTypes()[i]}`)
+        .sort();
+      const rows = reader.getRowObjectsJson().map((row) => JSON.stringify(Object.entries(row).sort()));
+      out[table] = { columns, rows: rows.sort() };
+    }
+    return out;
+  } finally {
+    duck.close();
+  }
+}
+
+async function relationalize(input: string, typed: boolean, dataset: string, batchRows = 50_000) {
+  const t = await makeWorkspace({ relationalize: { typed, batchRows } as never });
+  cleanups.push(() => t.cleanup());
+  const report = await new RelationalizeStage(t.ws, new LocalObjectStore(input)).run(dataset);
+  return { t, report };
+}
+
+describe("the typed way (DuckDB reads and relationalizes)", () => {
+  for (const layout of ["per-record", "ndjson", "large ndjson"] as const) {
+    it(`gives exactly the tables the JavaScript way gives, for generated documents (${layout})`, async () => {
+      for (const seed of [1, 2, 3]) {
+        const input = await tempDir();
+        cleanups.push(() => rm(input, { recursive: true, force: true }));
+        await writeDataset(input, documents(seed, 300), layout);
+        const typed = await relationalize(input, true, "gen");
+        const plain = await relationalize(input, false, "gen");
+        // Both ways were taken: most documents typed, the irregular ones (and any record they share) in JavaScript.
+        expect(typed.report.typedDocuments).toBeGreaterThan(typed.report.documents / 2);
+        expect(typed.report.typedDocuments).toBeLessThan(typed.report.documents);
+        expect(plain.report.typedDocuments).toBe(0);
+        expect(typed.report.records).toBe(plain.report.records);
+        expect(typed.report.conflicts.map((c) => c.column).sort()).toEqual(
+          plain.report.conflicts.map((c) => c.column).sort(),
+        );
+        const ours = await tables(typed.t);
+        const reference = await tables(plain.t);
+        expect(Object.keys(ours)).toEqual(Object.keys(reference));
+        for (const name of Object.keys(reference)) {
+          expect(ours[name]?.columns, name).toEqual(reference[name]?.columns);
+          expect(ours[name]?.rows, name).toEqual(reference[name]?.rows);
+        }
+      }
+    });
+  }
+
+  it("gives the reference fixture datasets the same tables either way", async () => {
+    const input = path.join(FIXTURES, "glue-json-datasets");
+    for (const dataset of ["pytest_flat_table", "pytest_nested_table"]) {
+      const names = await readdir(input);
+      if (!names.includes(`dataset=${dataset}`)) continue;
+      const typed = await relationalize(input, true, dataset);
+      const plain = await relationalize(input, false, dataset);
+      expect(typed.report.documents).toBe(plain.report.documents);
+      expect(await tables(typed.t)).toEqual(await tables(plain.t));
+    }
+  });
+});
+
+describe("the typed way with unreadable lines", () => {
+  it("reports each malformed line, small file or large, exactly as the JavaScript way does, and reads the rest", async () => {
+    const input = await tempDir();
+    cleanups.push(() => rm(input, { recursive: true, force: true }));
+    const folder = path.join(input, "dataset=gen", "assessmentid=a1", "year=2022");
+    await mkdir(folder, { recursive: true });
+    const docs = documents(4, 120);
+    const line = (doc: object) => JSON.stringify({ ...doc, assessmentid: "a1", pad: "y".repeat(40_000) });
+    // A small file with a broken line between good ones, and a large file (read by DuckDB) with one.
+    await writeFile(
+      path.join(folder, "a-small.ndjson"),
+      `${JSON.stringify(docs[0])}\n{"recordid": "x",\n${JSON.stringify(docs[1])}\n`,
+    );
+    const large = docs.slice(2).map(line);
+    large.splice(30, 0, "not json at all");
+    await writeFile(path.join(folder, "b-large.ndjson"), `${large.join("\n")}\n`);
+    const typed = await relationalize(input, true, "gen");
+    const plain = await relationalize(input, false, "gen");
+    expect(typed.report.unreadable).toEqual(plain.report.unreadable);
+    expect(typed.report.unreadable.map((u) => [path.basename(u.key), u.line])).toEqual([
+      ["a-small.ndjson", 2],
+      ["b-large.ndjson", 31],
+    ]);
+    expect(typed.report.documents).toBe(plain.report.documents);
+    expect(await tables(typed.t)).toEqual(await tables(plain.t));
+
+    // Without the large file, the rest of the small files' documents still take the typed way.
+    await rm(path.join(folder, "b-large.ndjson"));
+    for (const [i, doc] of docs.slice(2, 40).entries()) {
+      await writeFile(path.join(folder, `c${i}.ndjson`), `${JSON.stringify({ ...doc, assessmentid: "a1" })}\n`);
+    }
+    const typedSmall = await relationalize(input, true, "gen");
+    const plainSmall = await relationalize(input, false, "gen");
+    expect(typedSmall.report.typedDocuments).toBeGreaterThan(0);
+    expect(typedSmall.report.unreadable).toEqual(plainSmall.report.unreadable);
+    expect(typedSmall.report.unreadable.map((u) => u.line)).toEqual([2]);
+    expect(await tables(typedSmall.t)).toEqual(await tables(plainSmall.t));
+  });
+});
