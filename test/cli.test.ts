@@ -163,7 +163,7 @@ describe("the studylake CLI", () => {
     const first = await studylake("-w", ws, "relationalize");
     expect(first.code).toBe(0);
     expect(first.stdout).toMatch(
-      /MotionRecord_v1: 1 files, 1 records \(0 replaced, 0 deleted\) → MotionRecord_v1 4 rows/,
+      /MotionRecord_v1: 1 files, 1 documents \(1 read by DuckDB\), 1 records \(0 replaced, 0 deleted\) → MotionRecord_v1 4 rows/,
     );
     const again = await studylake("-w", ws, "relationalize", "--json");
     expect(JSON.parse(again.stdout).every((r: { runId: string | null }) => r.runId === null)).toBe(true);

@@ -217,7 +217,7 @@ export function buildProgram(): Command {
           }
           const tables = r.tables.map((t) => `${t.table} ${t.rows} rows`).join(", ");
           console.log(
-            `${r.dataset}: ${r.filesRead} files, ${r.records} records (${r.replaced} replaced, ${r.deleted} deleted) → ${tables}`,
+            `${r.dataset}: ${r.filesRead} files, ${r.documents} documents (${r.typedDocuments} read by DuckDB), ${r.records} records (${r.replaced} replaced, ${r.deleted} deleted) → ${tables}`,
           );
           for (const c of r.conflicts) {
             console.log(

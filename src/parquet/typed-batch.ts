@@ -8,6 +8,7 @@ import {
   parseStructure,
   type Requirements,
   readPlan,
+  rowStructure,
   type Structure,
 } from "../relationalize/structure.js";
 import { ident, literal } from "./duckdb.js";
@@ -145,12 +146,23 @@ export class TypedBatch {
     if (merged === null) {
       this.plan = null;
       await this.connection.run(`CREATE TEMP TABLE ${keep} (seq BIGINT)`);
+      await this.connection.run(`CREATE TEMP TABLE ${this.table("typed")} (seq BIGINT)`);
       return true;
     }
     this.plan = guess !== null && taken.every((t) => covers(guess, t.structure)) ? guess : merged;
     if (this.plan !== guess) await this.scan(this.plan, ok);
+    // The elements of a top-level array must each have the root fields (the structure merges them).
+    const row = rowStructure(this.plan);
+    const fields = [required.recordField, ...required.rootFields].filter((f) => row && f in row);
+    const complete = Array.isArray(this.plan)
+      ? `list_bool_and(list_transform(j, x -> ${fields.map((f) => `struct_extract(x, ${literal(f)}) IS NOT NULL`).join(" AND ")}))`
+      : "true";
+    const typed = this.table("typed");
     await this.connection.run(
-      `CREATE TEMP TABLE ${keep} AS SELECT seq FROM ${this.table("meta")} WHERE s IN (SELECT s FROM ${ok}) QUALIFY row_number() OVER (PARTITION BY rec ORDER BY seq DESC) = 1`,
+      `CREATE TEMP TABLE ${typed} AS SELECT seq FROM ${this.table("meta")} WHERE s IN (SELECT s FROM ${ok}) AND ${complete}`,
+    );
+    await this.connection.run(
+      `CREATE TEMP TABLE ${keep} AS SELECT seq FROM ${this.table("meta")} WHERE seq IN (SELECT seq FROM ${typed}) QUALIFY row_number() OVER (PARTITION BY rec ORDER BY seq DESC) = 1`,
     );
     return true;
   }
@@ -163,10 +175,11 @@ export class TypedBatch {
     const read = plan === null ? "NULL" : `TRY(json_transform(json, ${literal(JSON.stringify(readPlan(plan)))}))`;
     const j = only === null ? read : `CASE WHEN s IN (SELECT s FROM ${only}) THEN ${read} END`;
     // The record key, for typed documents (whose structure says it is a string).
+    const first = Array.isArray(plan) ? "j[1]" : "j";
     const rec =
       plan === null
         ? "NULL::VARCHAR"
-        : `CASE WHEN s IS NOT NULL THEN struct_extract(j, ${literal(this.recordField)}) END`;
+        : `CASE WHEN s IS NOT NULL THEN struct_extract(${first}, ${literal(this.recordField)}) END`;
     const structure = `CASE WHEN contains(json, 'null') OR regexp_matches(json, ${literal(UNSURE_TEXT)}) THEN NULL ELSE TRY(json_structure(json)) END`;
     const small = this.table("metaSmall");
     await this.connection.run(
@@ -231,22 +244,49 @@ export class TypedBatch {
   async leftDocuments(recordOf: (text: string) => string | undefined): Promise<LeftDocument[]> {
     const meta = this.table("meta");
     if (this.plan === null) return this.fetch(`SELECT seq FROM ${meta}`);
-    const ok = this.table("ok");
-    const notTyped = await this.fetch(`SELECT seq FROM ${meta} WHERE s IS NULL OR s NOT IN (SELECT s FROM ${ok})`);
-    const records = new Set(notTyped.flatMap((d) => recordOf(d.text) ?? []));
-    if (records.size === 0) return notTyped;
-    const clashes = this.table("clashes");
-    await this.connection.run(`CREATE TEMP TABLE ${clashes} (rec VARCHAR)`);
-    const appender = await this.connection.createAppender(`${this.name}_clashes`);
+    const notTyped = await this.fetch(
+      `SELECT seq FROM ${meta} WHERE seq NOT IN (SELECT seq FROM ${this.table("typed")})`,
+    );
+    const records = [...new Set(notTyped.flatMap((d) => recordOf(d.text) ?? []))];
+    const moved = await this.move(records);
+    return [...notTyped, ...moved].sort((a, b) => (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0));
+  }
+
+  /**
+   * Takes the documents of these structures off the typed way, with every other typed document of their
+   * records; returns them in order, for JavaScript.
+   */
+  async demote(structures: readonly Structure[]): Promise<LeftDocument[]> {
+    if (structures.length === 0) return [];
+    const texts = new Set(structures.map((s) => JSON.stringify(s)));
+    const rows = await this.connection.runAndReadAll(
+      `SELECT DISTINCT s, rec FROM ${this.table("meta")} WHERE seq IN (SELECT seq FROM ${this.table("typed")})`,
+    );
+    const records = rows
+      .getRowsJS()
+      .filter(([s]) => texts.has(JSON.stringify(parseStructure(String(s)))))
+      .map(([, rec]) => String(rec));
+    this.classes = this.classes.filter((c) => !texts.has(JSON.stringify(c)));
+    return this.move(records);
+  }
+
+  /** Takes every typed document of these records off the typed way, and returns them in order. */
+  private async move(records: readonly string[]): Promise<LeftDocument[]> {
+    if (records.length === 0) return [];
+    const moving = this.table("moving");
+    await this.connection.run(`CREATE OR REPLACE TEMP TABLE ${moving} (rec VARCHAR)`);
+    const appender = await this.connection.createAppender(`${this.name}_moving`);
     for (const record of records) {
       appender.appendVarchar(record);
       appender.endRow();
     }
     appender.closeSync();
-    const clashing = `SELECT seq FROM ${meta} WHERE s IN (SELECT s FROM ${ok}) AND rec IN (SELECT rec FROM ${clashes})`;
-    const moved = await this.fetch(clashing);
-    await this.connection.run(`DELETE FROM ${this.table("keep")} WHERE seq IN (${clashing})`);
-    return [...notTyped, ...moved].sort((a, b) => (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0));
+    const typed = this.table("typed");
+    const seqs = `SELECT seq FROM ${this.table("meta")} WHERE seq IN (SELECT seq FROM ${typed}) AND rec IN (SELECT rec FROM ${moving})`;
+    const moved = await this.fetch(seqs);
+    await this.connection.run(`DELETE FROM ${this.table("keep")} WHERE seq IN (${seqs})`);
+    await this.connection.run(`DELETE FROM ${typed} WHERE seq IN (${seqs})`);
+    return moved;
   }
 
   /** The documents with these sequence numbers, in order, with their text. */
@@ -288,27 +328,6 @@ export class TypedBatch {
     return documents;
   }
 
-  /** Takes the documents of these structures off the typed way; returns them, in order, for JavaScript. */
-  async demote(structures: readonly Structure[]): Promise<LeftDocument[]> {
-    if (structures.length === 0) return [];
-    const texts = new Set(structures.map((s) => JSON.stringify(s)));
-    const meta = this.table("meta");
-    const rows = await this.connection.runAndReadAll(
-      `SELECT DISTINCT s FROM ${meta} WHERE seq IN (SELECT seq FROM ${this.table("keep")})`,
-    );
-    const demoted = rows
-      .getRowsJS()
-      .map(([s]) => String(s))
-      .filter((s) => texts.has(JSON.stringify(parseStructure(s))));
-    if (demoted.length === 0) return [];
-    const list = demoted.map(literal).join(", ");
-    const keep = this.table("keep");
-    const left = await this.fetch(`SELECT seq FROM ${meta} WHERE s IN (${list}) AND seq IN (SELECT seq FROM ${keep})`);
-    await this.connection.run(`DELETE FROM ${keep} WHERE seq IN (SELECT seq FROM ${meta} WHERE s IN (${list}))`);
-    this.classes = this.classes.filter((c) => !texts.has(JSON.stringify(c)));
-    return left;
-  }
-
   /** The typed documents' records, with the file each came from, in order. */
   async records(): Promise<Array<{ record: string; file: number }>> {
     if (this.plan === null) return [];
@@ -323,7 +342,7 @@ export class TypedBatch {
     if (this.plan === null) return 0;
     const meta = this.table("meta");
     const rows = await this.connection.runAndReadAll(
-      `SELECT count(*) FROM ${meta} WHERE s IN (SELECT s FROM ${this.table("ok")}) AND rec IN (SELECT rec FROM ${meta} WHERE seq IN (SELECT seq FROM ${this.table("keep")}))`,
+      `SELECT count(*) FROM ${meta} WHERE seq IN (SELECT seq FROM ${this.table("typed")})`,
     );
     return Number(rows.getRowsJS()[0]?.[0] ?? 0);
   }

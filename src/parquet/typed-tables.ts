@@ -1,6 +1,6 @@
 import type { ColumnSchema, DatasetSchema, TableSchema } from "../relationalize/model.js";
 import { encodePath } from "../relationalize/relationalize.js";
-import { type Structure, structureAt } from "../relationalize/structure.js";
+import { rowStructure, type Structure, structureAt } from "../relationalize/structure.js";
 import { ident, literal } from "./duckdb.js";
 
 interface Relation {
@@ -9,6 +9,8 @@ interface Relation {
   node: Structure;
   /** Column of the relation holding the join key of each child table's array, by child table name. */
   keys: Map<string, string>;
+  /** The rows' `_shape`: the element's position for rows of a top-level array, else nothing. */
+  shape: string;
 }
 
 /**
@@ -22,9 +24,12 @@ interface Relation {
  * table's relation unnests its parent's.
  */
 export function typedTableSelects(schema: DatasetSchema, plan: Structure, source: string): Map<string, string> {
+  // A top-level array (a sensor file) gives a root row per element, keyed `record#element`.
+  const elements = Array.isArray(plan);
+  const row = rowStructure(plan) ?? {};
   const inherits = schema.inherit.map((field, i) => {
-    const node = structureAt(plan, [field]);
-    return `${typeof node === "string" ? `struct_extract(j, ${literal(field)})` : "NULL"} AS inh_${i}`;
+    const node = structureAt(row, [field]);
+    return `${typeof node === "string" ? `struct_extract(e, ${literal(field)})` : "NULL"} AS inh_${i}`;
   });
   const carried = schema.inherit.map((_, i) => `p.inh_${i}`);
   const relations = new Map<string, Relation>();
@@ -33,10 +38,15 @@ export function typedTableSelects(schema: DatasetSchema, plan: Structure, source
     let base: string;
     let from: string;
     let node: Structure;
+    let shape = "NULL::VARCHAR";
     if (table.parent === null) {
-      node = plan;
-      base = "rec";
-      from = `SELECT seq, rec, j AS e${inherits.map((c) => `, ${c}`).join("")} FROM ${source}`;
+      node = row;
+      base = elements ? "rec || '#' || CAST(el AS VARCHAR)" : "rec";
+      const rows = elements
+        ? `SELECT seq, rec, unnest(j) AS e, generate_subscripts(j, 1) - 1 AS el FROM ${source}`
+        : `SELECT seq, rec, j AS e FROM ${source}`;
+      from = `SELECT *${inherits.map((c) => `, ${c}`).join("")} FROM (${rows})`;
+      if (elements) shape = `'{"e":' || CAST(r.el AS VARCHAR) || '}'`;
     } else {
       const parent = relations.get(table.parent);
       const array = parent ? structureAt(parent.node, table.path) : undefined;
@@ -60,7 +70,7 @@ export function typedTableSelects(schema: DatasetSchema, plan: Structure, source
       keyColumns.push(`${key} AS ${name}`);
     }
     const sql = keyColumns.length > 0 ? `SELECT *, ${keyColumns.join(", ")} FROM (${from})` : from;
-    relations.set(table.name, { sql, node, keys });
+    relations.set(table.name, { sql, node, keys, shape });
   }
   const out = new Map<string, string>();
   for (const table of schema.tables) {
@@ -80,7 +90,7 @@ function cell(column: ColumnSchema, table: TableSchema, relation: Relation, sche
     case "index":
       return "CAST(r.idx AS BIGINT)";
     case "shape":
-      return nothing;
+      return relation.shape;
     case "inherited": {
       const i = schema.inherit.indexOf(column.path[0] ?? "");
       return i === -1 || table.parent === null ? nothing : `CAST(r.inh_${i} AS ${column.type})`;

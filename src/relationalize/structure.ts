@@ -49,10 +49,21 @@ export interface Requirements {
  * empty objects, values of mixed kinds (DuckDB reports them as JSON), a top-level array, missing root fields.
  */
 export function candidateProblem(structure: Structure, required: Requirements): string | null {
-  if (!isObjectNode(structure)) return "the document is not an object";
-  if (structure[required.recordField] !== "VARCHAR") return `no string '${required.recordField}'`;
-  for (const field of required.rootFields) if (!(field in structure)) return `no '${field}'`;
-  return nodeProblem(structure, false);
+  const row = rowStructure(structure);
+  if (!row) return "the document is neither an object nor a non-empty array of objects";
+  if (row[required.recordField] !== "VARCHAR") return `no string '${required.recordField}'`;
+  for (const field of required.rootFields) if (!(field in row)) return `no '${field}'`;
+  return nodeProblem(row, false);
+}
+
+/**
+ * The structure of a document's root rows: the document itself, or the elements of a top-level array (a
+ * sensor file), whose rows are one per element. For an array the structure merges the elements, so whether
+ * every element has the root fields is for the reader to check per document.
+ */
+export function rowStructure(structure: Structure): { [key: string]: Structure } | undefined {
+  const row = Array.isArray(structure) ? structure[0] : structure;
+  return row !== undefined && isObjectNode(row) ? row : undefined;
 }
 
 function nodeProblem(node: Structure, inArray: boolean): string | null {
@@ -158,14 +169,15 @@ function holds(type: ColumnType, kind: Kind): boolean {
  */
 export function fitsSchema(structure: Structure, schema: DatasetSchema, options: { lenient?: boolean } = {}): boolean {
   const root = schema.tables.find((t) => t.name === schema.root);
-  if (!root || !isObjectNode(structure)) return false;
+  const row = rowStructure(structure);
+  if (!root || !row) return false;
   const lenient = options.lenient ?? false;
   const inherited = schema.inherit.flatMap((field) => {
-    const node = structure[field];
+    const node = row[field];
     const kind = typeof node === "string" ? KIND_OF[node] : undefined;
     return kind ? [{ field, kind }] : [];
   });
-  return fitsTable(structure, root, [], schema, inherited, lenient);
+  return fitsTable(row, root, [], schema, inherited, lenient);
 }
 
 function fitsTable(
