@@ -1,0 +1,407 @@
+import { mkdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import path from "node:path";
+import type { DuckDBConnection } from "@duckdb/node-api";
+import { Lake } from "../lake/lake.js";
+import { type DatasetSchema, rootFieldOf, type TableSchema } from "../relationalize/model.js";
+import { parseDocument } from "../relationalize/parse.js";
+import type { Relationalizer } from "../relationalize/relationalize.js";
+import { fitsSchema, representative, type Structure } from "../relationalize/structure.js";
+import type { Bookmark, RecordLocation } from "../state/relationalize-state.js";
+import type { ObjectStore } from "../storage/object-store.js";
+import type { Workspace } from "../workspace/workspace.js";
+import type { RelationalizeReport, TableReport } from "./stage.js";
+import { type BatchFile, type LeftDocument, TypedBatch } from "./typed-batch.js";
+import { copyToParquet, listParquet, removeRecords, type WrittenFile, writeParquet } from "./writer.js";
+
+/** Files at least this large are read line by line (the JavaScript way) or by DuckDB, not whole by Node. */
+const STREAM_FROM_BYTES = 4 * 1024 * 1024;
+/** Documents DuckDB reads and relationalizes at once: bounds memory whatever the input size. */
+const GROUP_BYTES = 64 * 1024 * 1024;
+const GROUP_FILES = 20_000;
+/** The record key under which a typed structure's representative is observed (never a real record: NUL). */
+const OBSERVED = "\u0000observed";
+/** File reads kept in flight at once: a local disk or object store answers many small reads far faster side by side. */
+export const IO_WINDOW = 32;
+
+export interface StageRunOptions {
+  ws: Workspace;
+  json: ObjectStore;
+  parquetRoot: string;
+  connection: DuckDBConnection;
+  dataset: string;
+  runId: string;
+  report: RelationalizeReport;
+  relationalizer: Relationalizer;
+  previous: DatasetSchema | undefined;
+}
+
+/**
+ * One relationalize run of a dataset, in its steps: `read` the new files into staged Parquet (the typed way
+ * for the groups DuckDB can take, the JavaScript way for the rest), `settle` which records this run replaces
+ * or deletes, `publish` the staged files, the manifest and the lake updates, then commit.
+ */
+export class StageRun {
+  private readonly settings: Workspace["config"]["relationalize"];
+  private readonly staging: string;
+  private readonly tableReports = new Map<string, TableReport>();
+  private readonly staged = new Map<string, { table: string; relative: string }>();
+  private batch = 0;
+  private schema: DatasetSchema | undefined;
+  /** The Parquet write in flight (at most one; DuckDB writes while the next batch is relationalized). */
+  private writing: Promise<void> = Promise.resolve();
+  /** Records written in this run, the batch that last wrote each, and records to take out of earlier batches. */
+  private readonly records = new Map<string, RecordLocation>();
+  private readonly batchOf = new Map<string, number>();
+  private readonly rewrittenInRun = new Map<number, string[]>();
+  /** The typed way's read plan, carried from one group to the next. */
+  private plan: Structure | null = null;
+  private groups = 0;
+
+  constructor(private readonly o: StageRunOptions) {
+    this.settings = o.ws.config.relationalize;
+    this.staging = path.join(o.parquetRoot, "_staging", o.runId);
+    this.schema = o.previous;
+  }
+
+  /**
+   * Relationalizes the files in upload order (oldest first). A record met again later in the run replaces
+   * its earlier rows: still pending ones in the relationalizer, already written ones are taken out of that
+   * batch's files by `settle`. Small files (one record each, as intake writes) are read whole, several ahead
+   * of the one being processed; large ones are read by DuckDB, or line by line when their turn comes.
+   */
+  async read(ordered: ReadonlyArray<readonly [string, Bookmark]>): Promise<void> {
+    const { json } = this.o;
+    const contents = readAhead(
+      ordered,
+      ([key, info]) => (info.sizeBytes < STREAM_FROM_BYTES ? json.get(key) : Promise.resolve(null)),
+      IO_WINDOW,
+    );
+    let group: BatchFile[] = [];
+    let groupBytes = 0;
+    for await (const [[key, info], content] of contents) {
+      if (!this.settings.typed || (!content && (info.sizeBytes > GROUP_BYTES || !json.localPath))) {
+        await this.relationalizeGroup(group.splice(0));
+        groupBytes = 0;
+        await this.relationalizeFile(key, null);
+        continue;
+      }
+      group.push({ key, content, localPath: json.localPath?.(key) });
+      groupBytes += content?.length ?? info.sizeBytes;
+      if (groupBytes >= GROUP_BYTES || group.length >= GROUP_FILES) {
+        await this.relationalizeGroup(group);
+        group = [];
+        groupBytes = 0;
+      }
+    }
+    await this.relationalizeGroup(group);
+    await this.writeBatch();
+    await this.writing;
+    this.o.report.records = this.records.size;
+  }
+
+  /**
+   * Takes records written twice in this run out of their earlier batches' files, and replaced or deleted
+   * records (their JSON file is gone) out of the files of the runs that wrote them. Returns the deleted ones.
+   */
+  async settle(removedKeys: readonly string[]): Promise<string[]> {
+    const schema = this.finalSchema();
+    const { report, runId, connection } = this.o;
+    for (const [oldBatch, ids] of this.rewrittenInRun) {
+      for (const table of schema.tables) {
+        const column = this.recordColumnOf(table);
+        if (!column) continue;
+        for (const relative of await listParquet(path.join(this.staging, table.name))) {
+          if (!path.basename(relative).startsWith(`${runId}_b${oldBatch}_`)) continue;
+          const file = path.join(this.staging, table.name, relative);
+          await removeRecords(connection, file, column, ids);
+          if (!(await exists(file))) this.staged.delete(`${table.name}/${relative}`);
+        }
+      }
+    }
+    const locations = await this.o.ws.state.relationalize.records(this.o.dataset);
+    const removedKeySet = new Set(removedKeys);
+    const stale = new Map<string, string[]>();
+    const addStale = (record: string, location: RecordLocation) => {
+      stale.set(location.runId, [...(stale.get(location.runId) ?? []), record]);
+    };
+    const removedRecords: string[] = [];
+    for (const [record, location] of locations) {
+      if (this.records.has(record)) {
+        report.replaced++;
+        addStale(record, location);
+      } else if (removedKeySet.has(location.jsonKey)) {
+        report.deleted++;
+        addStale(record, location);
+        removedRecords.push(record);
+      }
+    }
+    for (const [oldRun, ids] of stale) {
+      for (const table of schema.tables) {
+        const column = this.recordColumnOf(table);
+        if (!column) continue;
+        const dir = path.join(this.o.parquetRoot, table.name);
+        for (const relative of await listParquet(dir)) {
+          if (path.basename(relative).startsWith(`${oldRun}_`)) {
+            await removeRecords(connection, path.join(dir, relative), column, ids);
+          }
+        }
+      }
+    }
+    return removedRecords;
+  }
+
+  /**
+   * Moves the staged files into place, writes the manifest and the lake updates, then commits the run in
+   * the state store (until then its files do not count).
+   */
+  async publish(changed: ReadonlyArray<readonly [string, Bookmark]>, removedKeys: string[], removedRecords: string[]) {
+    const { report, runId, parquetRoot, ws, dataset } = this.o;
+    const schema = this.finalSchema();
+    for (const { table, relative } of this.staged.values()) {
+      const target = path.join(parquetRoot, table, relative);
+      await mkdir(path.dirname(target), { recursive: true });
+      await rename(path.join(this.staging, table, relative), target);
+    }
+    await rm(this.staging, { recursive: true, force: true });
+    report.tables = [...this.tableReports.values()];
+    const manifest = { ...report, finishedAt: new Date().toISOString(), files: [...this.staged.keys()] };
+    await mkdir(path.join(parquetRoot, "_manifests"), { recursive: true });
+    await writeFile(path.join(parquetRoot, "_manifests", `${runId}.json`), `${JSON.stringify(manifest, null, 2)}\n`);
+    // The lake gets the run as one update per table before it counts here: a run cut off after publishing is
+    // redone and published again, which changes nothing (the newest update per record wins).
+    if (ws.config.lake.publishRelationalized) {
+      await new Lake(ws).publishRelationalized({
+        runId,
+        source: dataset,
+        tables: schema.tables.flatMap((table) => {
+          const recordColumn = this.recordColumnOf(table);
+          if (!recordColumn) return [];
+          const files = [...this.staged.values()]
+            .filter((f) => f.table === table.name)
+            .map((f) => path.join(parquetRoot, f.table, f.relative));
+          return [{ name: table.name, recordColumn, files }];
+        }),
+        deletedRecords: removedRecords,
+      });
+    }
+    await ws.state.relationalize.commitRun({
+      runId,
+      dataset,
+      schema,
+      bookmarks: new Map(changed),
+      removedKeys,
+      records: this.records,
+      removedRecords,
+      summary: { ...report, tables: report.tables },
+    });
+  }
+
+  private finalSchema(): DatasetSchema {
+    if (!this.schema) throw new Error(`dataset ${this.o.dataset}: no schema after relationalizing`);
+    return this.schema;
+  }
+
+  private recordColumnOf(table: TableSchema): string | undefined {
+    return table.columns.find((c) => rootFieldOf(c) === this.settings.recordField)?.name;
+  }
+
+  private partitionColumns(table: TableSchema): string[] {
+    const fields = new Set(this.settings.partitionFields);
+    return table.columns.filter((c) => fields.has(rootFieldOf(c) ?? "")).map((c) => c.name);
+  }
+
+  private noteWritten(table: string, files: readonly WrittenFile[], rows: number): void {
+    const entry = this.tableReports.get(table) ?? { table, rows: 0, files: 0, bytes: 0 };
+    for (const file of files) {
+      this.staged.set(`${table}/${file.relative}`, { table, relative: file.relative });
+      entry.files++;
+      entry.bytes += file.bytes;
+    }
+    entry.rows += rows;
+    this.tableReports.set(table, entry);
+  }
+
+  private noteRecord(recordKey: string, key: string): void {
+    const earlier = this.batchOf.get(recordKey);
+    if (earlier !== undefined && earlier < this.batch)
+      this.rewrittenInRun.set(earlier, [...(this.rewrittenInRun.get(earlier) ?? []), recordKey]);
+    this.batchOf.set(recordKey, this.batch);
+    this.records.set(recordKey, { runId: this.o.runId, jsonKey: key });
+  }
+
+  /**
+   * Flushes the relationalizer's rows as a batch; DuckDB writes them on its own threads while the next batch
+   * is relationalized: at most one write is in flight, and its failure surfaces at the next batch or the end.
+   */
+  private async writeBatch(): Promise<void> {
+    const flushed = this.o.relationalizer.flush();
+    this.schema = flushed.schema;
+    this.o.report.conflicts.push(...flushed.conflicts);
+    const prefix = `${this.o.runId}_b${this.batch}`;
+    this.batch++;
+    await this.writing;
+    this.writing = (async () => {
+      for (const table of flushed.tables) {
+        const dir = path.join(this.staging, table.schema.name);
+        const files = await writeParquet(this.o.connection, table, dir, prefix, this.partitionColumns(table.schema));
+        this.noteWritten(table.schema.name, files, table.rows.length);
+      }
+    })();
+    this.writing.catch(() => {});
+  }
+
+  /** The JavaScript way: a document parsed and relationalized here, whatever it holds. */
+  private async relationalizeDocument(key: string, line: number | (() => Promise<number>), text: string) {
+    if (text.trim() === "") return;
+    const { report, relationalizer } = this.o;
+    let document: unknown;
+    try {
+      document = parseDocument(text);
+    } catch (err) {
+      const at = typeof line === "number" ? line : await line();
+      report.unreadable.push({ key, line: at, message: (err as Error).message });
+      return;
+    }
+    report.documents++;
+    const recordKey =
+      recordKeyOf(document, this.settings.recordField) ?? `${key}#${typeof line === "number" ? line : await line()}`;
+    relationalizer.add(document, { recordKey, partition: partitionOf(key) });
+    this.noteRecord(recordKey, key);
+    if (relationalizer.pendingRows >= this.settings.batchRows) await this.writeBatch();
+  }
+
+  private async relationalizeFile(key: string, content: Buffer | null): Promise<void> {
+    this.o.report.filesRead++;
+    const lines: AsyncIterable<string> | string[] = content
+      ? content.toString("utf8").split("\n")
+      : this.o.json.lines(key);
+    let i = 0;
+    for await (const line of lines) await this.relationalizeDocument(key, ++i, line);
+  }
+
+  /** The typed way (typed-batch.ts) for a group of files: what it cannot take goes the JavaScript way. */
+  private async relationalizeGroup(files: readonly BatchFile[]): Promise<void> {
+    if (files.length === 0) return;
+    const { report, relationalizer, connection, runId, json } = this.o;
+    await this.writing;
+    const typed = new TypedBatch(connection, `typed_${runId}_${this.groups++}`, this.settings.recordField);
+    try {
+      const required = {
+        recordField: this.settings.recordField,
+        rootFields: [...new Set(files.flatMap((f) => Object.keys(partitionOf(f.key))))],
+      };
+      if (!(await typed.load(files)) || !(await typed.classify(required, relationalizer.currentSchema, this.plan))) {
+        for (const file of files) await this.relationalizeFile(file.key, file.content);
+        return;
+      }
+      report.filesRead += files.length;
+      this.plan = typed.readWith ?? this.plan;
+      const viaJs = async (documents: readonly LeftDocument[]) => {
+        for (const document of documents) {
+          const file = files[document.file] as BatchFile;
+          const line = document.line ?? (() => lineOf(json, file.key, document.ordinal));
+          await this.relationalizeDocument(file.key, line, document.text);
+        }
+      };
+      await viaJs(await typed.leftDocuments((text) => textRecordKey(text, this.settings.recordField)));
+      const classes = typed.typedClasses;
+      for (const c of classes) relationalizer.observe(representative(c), { recordKey: OBSERVED });
+      await this.writeBatch();
+      // One connection: the typed batch's queries wait for the write in flight.
+      await this.writing;
+      // A document of the JavaScript way may have made a column text: documents with a number there go that way too.
+      const late = classes.filter((c) => !fitsSchema(c, this.finalSchema()));
+      if (late.length > 0) {
+        await viaJs(await typed.demote(late));
+        await this.writeBatch();
+        await this.writing;
+      }
+      const typedDocuments = await typed.documents();
+      report.documents += typedDocuments;
+      report.typedDocuments += typedDocuments;
+      for (const { record, file } of await typed.records()) this.noteRecord(record, (files[file] as BatchFile).key);
+      const schema = this.finalSchema();
+      const selects = typed.selects(schema);
+      const prefix = `${runId}_b${this.batch}`;
+      this.batch++;
+      for (const table of schema.tables) {
+        const select = selects.get(table.name);
+        if (!select) continue;
+        const dir = path.join(this.staging, table.name);
+        const written = await copyToParquet(connection, `(${select})`, dir, prefix, this.partitionColumns(table));
+        if (written.rows > 0) this.noteWritten(table.name, written.files, written.rows);
+      }
+    } finally {
+      await typed.close();
+    }
+  }
+}
+
+/** Fetches items ahead of the consumer, at most `window` at a time, and yields them in order. */
+async function* readAhead<T, R>(
+  items: readonly T[],
+  fetch: (item: T) => Promise<R>,
+  window: number,
+): AsyncGenerator<[T, R]> {
+  const queue: Array<Promise<R>> = [];
+  let next = 0;
+  const enqueue = () => {
+    const promise = fetch(items[next++] as T);
+    // Awaited below in order; this only keeps an early failure from being reported as unhandled.
+    promise.catch(() => {});
+    queue.push(promise);
+  };
+  while (next < items.length && queue.length < window) enqueue();
+  for (const item of items) {
+    const result = await (queue.shift() as Promise<R>);
+    if (next < items.length) enqueue();
+    yield [item, result];
+  }
+}
+
+/** The line number of a file's nth non-blank line (0-based): for a document DuckDB read, whose line it does not say. */
+async function lineOf(store: ObjectStore, key: string, ordinal: number): Promise<number> {
+  let line = 0;
+  let seen = -1;
+  for await (const text of store.lines(key)) {
+    line++;
+    if (text.trim() !== "" && ++seen === ordinal) return line;
+  }
+  return line;
+}
+
+async function exists(file: string): Promise<boolean> {
+  return stat(file).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Partition values from a key's `name=value` folders (the dataset folder excepted). */
+export function partitionOf(key: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const part of key.split("/").slice(1, -1)) {
+    const eq = part.indexOf("=");
+    if (eq > 0) out[part.slice(0, eq)] = part.slice(eq + 1);
+  }
+  return out;
+}
+
+/** A document's record key from its text (undefined when it has none, or is not JSON). */
+function textRecordKey(text: string, field: string): string | undefined {
+  try {
+    return recordKeyOf(parseDocument(text), field);
+  } catch {
+    return undefined;
+  }
+}
+
+function recordKeyOf(document: unknown, field: string): string | undefined {
+  const source = Array.isArray(document) ? document[0] : document;
+  if (typeof source !== "object" || source === null) return undefined;
+  const value = (source as Record<string, unknown>)[field];
+  if (typeof value === "string") return value;
+  if (value !== null && value !== undefined && typeof value === "object" && "value" in value)
+    return String(value.value);
+  return undefined;
+}
