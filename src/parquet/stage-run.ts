@@ -10,7 +10,7 @@ import type { Bookmark, RecordLocation } from "../state/relationalize-state.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import type { Workspace } from "../workspace/workspace.js";
 import type { RelationalizeReport, TableReport } from "./stage.js";
-import { type BatchFile, type LeftDocument, TypedBatch } from "./typed-batch.js";
+import { type BatchFile, DUCKDB_READS_FROM, type LeftDocument, TypedBatch } from "./typed-batch.js";
 import { copyToParquet, listParquet, removeRecords, type WrittenFile, writeParquet } from "./writer.js";
 
 /** Files at least this large are read line by line (the JavaScript way) or by DuckDB, not whole by Node. */
@@ -71,9 +71,11 @@ export class StageRun {
    */
   async read(ordered: ReadonlyArray<readonly [string, Bookmark]>): Promise<void> {
     const { json } = this.o;
+    // Files DuckDB opens itself are not read here first.
+    const readWhole = this.settings.typed && json.localPath ? DUCKDB_READS_FROM : STREAM_FROM_BYTES;
     const contents = readAhead(
       ordered,
-      ([key, info]) => (info.sizeBytes < STREAM_FROM_BYTES ? json.get(key) : Promise.resolve(null)),
+      ([key, info]) => (info.sizeBytes < readWhole ? json.get(key) : Promise.resolve(null)),
       IO_WINDOW,
     );
     let group: BatchFile[] = [];

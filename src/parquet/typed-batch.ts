@@ -43,7 +43,7 @@ const FILE_SHIFT = 2n ** 32n;
  * Files this large DuckDB reads itself, on all cores; smaller ones (intake writes one small file per record)
  * go in from the text already read, as DuckDB opens many small files far slower than Node reads them.
  */
-const DUCKDB_READS_FROM = 64 * 1024;
+export const DUCKDB_READS_FROM = 64 * 1024;
 /** Documents whose structure is sampled to plan the typed read of a batch when no plan is known yet. */
 const PLAN_SAMPLE = 32;
 
