@@ -80,22 +80,23 @@ export class StageRun {
     );
     let group: BatchFile[] = [];
     let groupBytes = 0;
+    const flushGroup = async () => {
+      const files = group;
+      group = [];
+      groupBytes = 0;
+      await this.relationalizeGroup(files);
+    };
     for await (const [[key, info], content] of contents) {
       if (!this.settings.typed || (!content && (info.sizeBytes > GROUP_BYTES || !json.localPath))) {
-        await this.relationalizeGroup(group.splice(0));
-        groupBytes = 0;
+        await flushGroup();
         await this.relationalizeFile(key, null);
         continue;
       }
       group.push({ key, content, localPath: json.localPath?.(key) });
       groupBytes += content?.length ?? info.sizeBytes;
-      if (groupBytes >= GROUP_BYTES || group.length >= GROUP_FILES) {
-        await this.relationalizeGroup(group);
-        group = [];
-        groupBytes = 0;
-      }
+      if (groupBytes >= GROUP_BYTES || group.length >= GROUP_FILES) await flushGroup();
     }
-    await this.relationalizeGroup(group);
+    await flushGroup();
     await this.writeBatch();
     await this.writing;
     this.o.report.records = this.records.size;
@@ -252,22 +253,21 @@ export class StageRun {
     this.writing.catch(() => {});
   }
 
-  /** The JavaScript way: a document parsed and relationalized here, whatever it holds. */
-  private async relationalizeDocument(key: string, line: number | (() => Promise<number>), text: string) {
-    if (text.trim() === "") return;
+  /**
+   * The JavaScript way: a parsed line relationalized here, whatever it holds (or reported, if unreadable).
+   * `line` is a function when the line number must be looked up (only needed for a report or a missing id).
+   */
+  private async relationalizeDocument(key: string, line: number | (() => Promise<number>), parsed: Parsed) {
+    if (parsed === BLANK) return;
     const { report, relationalizer } = this.o;
-    let document: unknown;
-    try {
-      document = parseDocument(text);
-    } catch (err) {
-      const at = typeof line === "number" ? line : await line();
-      report.unreadable.push({ key, line: at, message: (err as Error).message });
+    const lineNumber = async () => (typeof line === "number" ? line : line());
+    if (parsed instanceof Error) {
+      report.unreadable.push({ key, line: await lineNumber(), message: parsed.message });
       return;
     }
     report.documents++;
-    const recordKey =
-      recordKeyOf(document, this.settings.recordField) ?? `${key}#${typeof line === "number" ? line : await line()}`;
-    relationalizer.add(document, { recordKey, partition: partitionOf(key) });
+    const recordKey = recordKeyOf(parsed.document, this.settings.recordField) ?? `${key}#${await lineNumber()}`;
+    relationalizer.add(parsed.document, { recordKey, partition: partitionOf(key) });
     this.noteRecord(recordKey, key);
     if (relationalizer.pendingRows >= this.settings.batchRows) await this.writeBatch();
   }
@@ -278,7 +278,7 @@ export class StageRun {
       ? content.toString("utf8").split("\n")
       : this.o.json.lines(key);
     let i = 0;
-    for await (const line of lines) await this.relationalizeDocument(key, ++i, line);
+    for await (const line of lines) await this.relationalizeDocument(key, ++i, parse(line));
   }
 
   /** The typed way (typed-batch.ts) for a group of files: what it cannot take goes the JavaScript way. */
@@ -302,10 +302,18 @@ export class StageRun {
         for (const document of documents) {
           const file = files[document.file] as BatchFile;
           const line = document.line ?? (() => lineOf(json, file.key, document.ordinal));
-          await this.relationalizeDocument(file.key, line, document.text);
+          await this.relationalizeDocument(file.key, line, parse(document.text));
         }
       };
-      await viaJs(await typed.leftDocuments((text) => textRecordKey(text, this.settings.recordField)));
+      // Parsed here to learn the record, and again when relationalized: holding a whole group's parsed
+      // documents in between would cost more memory than the second parse costs time.
+      const recordOf = (text: string) => {
+        const result = parse(text);
+        return result === BLANK || result instanceof Error
+          ? undefined
+          : recordKeyOf(result.document, this.settings.recordField);
+      };
+      await viaJs(await typed.leftDocuments(recordOf));
       const classes = typed.typedClasses;
       for (const c of classes) relationalizer.observe(representative(c), { recordKey: OBSERVED });
       await this.writeBatch();
@@ -389,12 +397,16 @@ export function partitionOf(key: string): Record<string, string> {
   return out;
 }
 
-/** A document's record key from its text (undefined when it has none, or is not JSON). */
-function textRecordKey(text: string, field: string): string | undefined {
+/** A line of a JSON file: blank, a document, or why it could not be read. */
+const BLANK = Symbol("blank line");
+type Parsed = typeof BLANK | { document: unknown } | Error;
+
+function parse(text: string): Parsed {
+  if (text.trim() === "") return BLANK;
   try {
-    return recordKeyOf(parseDocument(text), field);
-  } catch {
-    return undefined;
+    return { document: parseDocument(text) };
+  } catch (err) {
+    return err as Error;
   }
 }
 

@@ -130,7 +130,7 @@ export class TypedBatch {
     const taken: Array<{ text: string; structure: Structure }> = [];
     for (const [text] of rows.getRowsJS()) {
       const structure = parseStructure(String(text));
-      if (candidateProblem(structure, required) !== null || !fitsSchema(structure, schema, { lenient: true })) continue;
+      if (!allowed(structure, required, schema)) continue;
       const next: Structure | null = merged === null ? structure : mergeStructures(merged, structure);
       if (next === null) continue;
       merged = next;
@@ -225,7 +225,7 @@ export class TypedBatch {
     for (const [text] of rows?.getRowsJS() ?? []) {
       if (typeof text !== "string") continue;
       const structure = parseStructure(text);
-      if (candidateProblem(structure, required) !== null || !fitsSchema(structure, schema, { lenient: true })) continue;
+      if (!allowed(structure, required, schema)) continue;
       plan = plan === null ? structure : (mergeStructures(plan, structure) ?? plan);
     }
     return plan;
@@ -300,15 +300,13 @@ export class TypedBatch {
       const ordinal = Number(BigInt(seq as bigint) % FILE_SHIFT);
       const lines = this.lines.get(Number(file));
       // Small files were split here, so the position is the line; DuckDB skipped blank lines of large ones.
-      const document: LeftDocument = lines
-        ? { seq: BigInt(seq as bigint), file: Number(file), ordinal, line: ordinal + 1, text: lines[ordinal] ?? "" }
-        : {
-            seq: BigInt(seq as bigint),
-            file: Number(file),
-            ordinal,
-            line: null,
-            text: typeof text === "string" ? text : "",
-          };
+      const document: LeftDocument = {
+        seq: BigInt(seq as bigint),
+        file: Number(file),
+        ordinal,
+        line: lines ? ordinal + 1 : null,
+        text: lines ? (lines[ordinal] ?? "") : typeof text === "string" ? text : "",
+      };
       if (!lines && typeof text !== "string")
         missing.set(document.file, [...(missing.get(document.file) ?? []), document]);
       documents.push(document);
@@ -360,4 +358,9 @@ export class TypedBatch {
       await this.connection.run(table === meta ? `DROP VIEW IF EXISTS ${table}` : `DROP TABLE IF EXISTS ${table}`);
     }
   }
+}
+
+/** Whether documents of this structure may take the typed way, as far as the dataset's columns so far say. */
+function allowed(structure: Structure, required: Requirements, schema: DatasetSchema): boolean {
+  return candidateProblem(structure, required) === null && fitsSchema(structure, schema, { lenient: true });
 }

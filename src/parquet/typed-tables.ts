@@ -1,6 +1,6 @@
 import type { ColumnSchema, DatasetSchema, TableSchema } from "../relationalize/model.js";
 import { encodePath } from "../relationalize/relationalize.js";
-import { rowStructure, type Structure, structureAt } from "../relationalize/structure.js";
+import { childTableAt, rowStructure, type Structure, structureAt } from "../relationalize/structure.js";
 import { ident, literal } from "./duckdb.js";
 
 interface Relation {
@@ -102,12 +102,7 @@ function cell(column: ColumnSchema, table: TableSchema, relation: Relation, sche
         : nothing;
     }
     case "key": {
-      const child = schema.tables.find(
-        (t) =>
-          t.parent === table.name &&
-          t.path.length === column.path.length &&
-          t.path.every((s, i) => s === column.path[i]),
-      );
+      const child = childTableAt(schema, table, column.path);
       const key = child ? relation.keys.get(child.name) : undefined;
       return key ? `r.${key}` : nothing;
     }

@@ -193,7 +193,7 @@ function fitsTable(
   if (typeof node === "string") return fits(columnOf(table, "value", path), KIND_OF[node]);
   if (Array.isArray(node)) {
     if (!columnOf(table, "key", path) && !lenient) return false;
-    const child = schema.tables.find((t) => t.parent === table.name && samePath(t.path, path));
+    const child = childTableAt(schema, table, path);
     if (!child) return lenient;
     for (const { field, kind } of inherited) {
       if (
@@ -214,6 +214,15 @@ function fitsTable(
 
 function columnOf(table: TableSchema, role: "value" | "key", path: readonly string[]): ColumnSchema | undefined {
   return table.columns.find((c) => c.role === role && samePath(c.path, path));
+}
+
+/** The child table holding the array at `path` of a table's rows. */
+export function childTableAt(
+  schema: DatasetSchema,
+  table: TableSchema,
+  path: readonly string[],
+): TableSchema | undefined {
+  return schema.tables.find((t) => t.parent === table.name && samePath(t.path, path));
 }
 
 function samePath(a: readonly string[], b: readonly string[]): boolean {
