@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
@@ -301,7 +302,6 @@ describe("ingesting the real fixture upload", () => {
   it("resumes an upload that was recorded but never finished", async () => {
     t = await makeWorkspace();
     const bytes = readFileSync(FIXTURE_ARCHIVE);
-    const { createHash } = await import("node:crypto");
     const hash = createHash("sha256").update(bytes).digest("hex");
     // What a process killed between recording and processing leaves behind.
     const stuck = await t.ws.state.recordUpload({

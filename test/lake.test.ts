@@ -1,11 +1,19 @@
 import { createHash } from "node:crypto";
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Exporter } from "../src/export/exporter.js";
+import { parseExportRequest } from "../src/export/request.js";
+import { Intake } from "../src/intake/intake.js";
 import { canAccess, type Principal } from "../src/lake/access.js";
 import { AccessDeniedError, Lake, LakeError } from "../src/lake/lake.js";
 import type { Grant, Tier } from "../src/lake/models.js";
+import { withdrawParticipant } from "../src/lake/withdraw.js";
+import { Catalog } from "../src/parquet/catalog.js";
 import { literal, openDuckDB, QueryRefusedError } from "../src/parquet/duckdb.js";
+import { RelationalizeStage } from "../src/parquet/stage.js";
+import { Pipeline } from "../src/pipeline/pipeline.js";
+import { writeBatch } from "../src/synth/generate.js";
 import { makeWorkspace, type TestWorkspace, tempDir } from "./support/workspace.js";
 
 async function writeParquet(file: string, select: string): Promise<void> {
@@ -472,7 +480,6 @@ describe("participant withdrawal and transformations", () => {
       target: "restricted",
     });
     const folder = path.join(dir, "site_scores");
-    const { mkdir } = await import("node:fs/promises");
     await mkdir(folder);
     await writeFile(
       path.join(folder, "pipeline.json"),
@@ -545,7 +552,6 @@ describe("an update cut off by a killed process", () => {
       // What a kill leaves: an update begun, a half-written folder.
       const dead = await t.ws.state.lake.beginUpdate("d", "snapshot", "operator");
       const writing = path.join(lake.root, "data", "d", `${dead}.writing`);
-      const { mkdir, stat } = await import("node:fs/promises");
       await mkdir(writing, { recursive: true });
       await writeFile(path.join(writing, "part-0.parquet"), "half");
       expect(await lake.query(operator, "SELECT * FROM d")).toMatchObject({ rows: [] });
@@ -584,7 +590,6 @@ describe("scheduled transformations", () => {
       );
       await lake.importFile("events", path.join(dir, "e.csv"), operator);
       const folder = path.join(t.root, "pipelines", "daily_counts");
-      const { mkdir } = await import("node:fs/promises");
       await mkdir(folder, { recursive: true });
       await writeFile(
         path.join(folder, "pipeline.json"),
@@ -599,7 +604,6 @@ describe("scheduled transformations", () => {
         path.join(folder, "counts.sql"),
         "SELECT kind, count(*) AS n FROM events GROUP BY kind ORDER BY kind",
       );
-      const { Pipeline } = await import("../src/pipeline/pipeline.js");
       const pipeline = new Pipeline(t.ws);
       expect(await pipeline.requestDue(new Date("2026-11-20T04:00:00Z"))).toEqual([]);
       const [run] = await pipeline.requestDue(new Date("2026-11-21T04:00:00Z"));
@@ -621,9 +625,6 @@ describe("withdrawal from tables relationalized from uploads", () => {
   it("deletes the participant's records from the lake datasets of relationalized tables, and hides them in time travel", async () => {
     const t = await makeWorkspace();
     try {
-      const { Intake } = await import("../src/intake/intake.js");
-      const { RelationalizeStage } = await import("../src/parquet/stage.js");
-      const { writeBatch } = await import("../src/synth/generate.js");
       const dir = await tempDir();
       const uploads = await writeBatch(dir, ["valid", "valid", "valid", "valid", "valid", "valid"], {
         seed: 3,
@@ -638,8 +639,6 @@ describe("withdrawal from tables relationalized from uploads", () => {
       const count = async (options = {}) =>
         Number((await lake.query(operator, "SELECT count(*) FROM WeatherResult_v1", options)).rows[0]?.[0]);
       expect(await count()).toBe(uploads.length);
-      const { withdrawParticipant } = await import("../src/lake/withdraw.js");
-      const { Catalog } = await import("../src/parquet/catalog.js");
       const report = await withdrawParticipant(t.ws, who);
       expect(report.updates).toContainEqual({ dataset: "WeatherResult_v1", update: "u000002", removed: theirs.length });
       // Their JSON documents are gone, and so are their rows in the stage's own Parquet tables.
@@ -670,9 +669,6 @@ describe("uploads of a participant who has withdrawn", () => {
   it("are kept raw and recorded, but nothing of them is written, on intake or reprocess", async () => {
     const t = await makeWorkspace();
     try {
-      const { Intake } = await import("../src/intake/intake.js");
-      const { writeBatch } = await import("../src/synth/generate.js");
-      const { withdrawParticipant } = await import("../src/lake/withdraw.js");
       const first = await tempDir();
       const [before] = await writeBatch(first, ["valid"], { seed: 21, participants: 1 });
       await new Intake(t.ws).ingest([first]);
@@ -688,8 +684,6 @@ describe("uploads of a participant who has withdrawn", () => {
       expect(upload).toMatchObject({ status: "withdrawn" });
       expect(await t.ws.raw.exists(upload?.rawKey as string)).toBe(true);
       expect((await t.ws.state.uploadsOfRecord(before?.recordId as string))[0]?.status).toBe("withdrawn");
-      const { Exporter } = await import("../src/export/exporter.js");
-      const { parseExportRequest } = await import("../src/export/request.js");
       const exported = await new Exporter(t.ws).run(
         parseExportRequest({ recordIds: [before?.recordId as string, after?.recordId as string], sharingMode: "ALL" }),
       );

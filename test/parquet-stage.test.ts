@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { stringify } from "lossless-json";
 import { afterEach, describe, expect, it } from "vitest";
@@ -258,7 +258,6 @@ describe("relationalize in bounded batches", () => {
     // A later file repeats r3 (written in an early batch) and r29 (still pending): the later copy wins.
     const later = path.join(day, "part2.ndjson");
     await writeFile(later, [doc("r3", 2, "second"), doc("r29", 1, "second")].join("\n"));
-    const { utimes } = await import("node:fs/promises");
     await utimes(later, new Date(Date.now() + 5000), new Date(Date.now() + 5000));
 
     const stage = new RelationalizeStage(t.ws, new LocalObjectStore(folder));
