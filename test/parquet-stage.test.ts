@@ -16,6 +16,7 @@ import {
   FIXTURE_RECORD,
   FIXTURES,
   makeWorkspace,
+  tableRows as rows,
   type TestWorkspace,
   tempDir,
 } from "./support/workspace.js";
@@ -29,15 +30,6 @@ afterEach(async () => {
 async function lakeRows(ws: TestWorkspace["ws"], sql: string, options: QueryOptions = {}): Promise<unknown[][]> {
   const lake = new Lake(ws);
   return (await lake.query(await lake.principal(), sql, options)).rows;
-}
-
-async function rows(ws: TestWorkspace["ws"], sql: string): Promise<unknown[][]> {
-  const catalog = await Catalog.open(ws);
-  try {
-    return (await catalog.query(sql)).rows;
-  } finally {
-    catalog.close();
-  }
 }
 
 describe("relationalize to Parquet", () => {

@@ -219,6 +219,9 @@ export function buildProgram(): Command {
           console.log(
             `${r.dataset}: ${r.filesRead} files, ${r.documents} documents (${r.typedDocuments} read by DuckDB), ${r.records} records (${r.replaced} replaced, ${r.deleted} deleted) → ${tables}`,
           );
+          if (r.older > 0)
+            console.log(`  ${r.older} older versions of records in the tables were not written (newestBy)`);
+          if (r.deletedByExport > 0) console.log(`  ${r.deletedByExport} removed or kept out by the deletion export`);
           for (const c of r.conflicts) {
             console.log(
               `  type conflict: ${c.table}.${c.column} held ${c.kinds.join(" and ")}; stored as ${c.resolvedAs}`,

@@ -72,6 +72,28 @@ export type ExportDestination = z.infer<typeof ExportDestination>;
 /** The destination an export goes to when its request names none. */
 export const DEFAULT_DESTINATION = "default";
 
+/**
+ * How the records of one dataset are told apart, which version of a record wins, and where its deletions
+ * come from (recover's rules: an index per data type, the newest `InsertedDate` then `export_end_date`, and
+ * HealthKit's `_Deleted` exports).
+ */
+const DatasetRules = z.object({
+  /** The root field that identifies a record of this dataset, instead of `relationalize.recordField`. */
+  recordField: z.string().min(1).optional(),
+  /**
+   * Root fields compared in order to decide which of two documents of a record is newer (a missing value
+   * is the oldest); on a tie, or with none, the newest upload wins. An older document arriving later is
+   * counted and not written.
+   */
+  newestBy: z.array(z.string().min(1)).default([]),
+  /**
+   * A dataset of deletion exports: each of its documents removes the record with the same id (every other
+   * field ignored) from this dataset's tables, and keeps it out when it arrives again later.
+   */
+  deletedBy: z.string().min(1).optional(),
+});
+export type DatasetRules = z.infer<typeof DatasetRules>;
+
 export const Limits = z.object({
   /** Largest archive accepted, in bytes. */
   maxArchiveBytes: z
@@ -195,12 +217,15 @@ export const Config = z.object({
        * Both give the same tables.
        */
       typed: z.boolean().default(true),
+      /** Rules of particular datasets, by dataset id (recover's per-data-type index and deletion exports). */
+      datasets: z.record(z.string(), DatasetRules).default({}),
     })
     .default({
       recordField: "recordid",
       partitionFields: ["assessmentid", "year", "month", "day"],
       batchRows: 50_000,
       typed: true,
+      datasets: {},
     }),
   lake: z
     .object({
@@ -228,6 +253,23 @@ export const Config = z.object({
   fsyncRaw: z.boolean().default(true),
 });
 export type Config = z.infer<typeof Config>;
+export interface EffectiveDatasetRules {
+  recordField: string;
+  newestBy: string[];
+  deletedBy: string | undefined;
+}
+
+/** The rules one dataset's records follow: its own where configured, the workspace's otherwise. */
+export function datasetRules(settings: Config["relationalize"], dataset: string): EffectiveDatasetRules {
+  const own = settings.datasets[dataset];
+  if (own?.deletedBy === dataset) throw new ConfigError(`relationalize.datasets.${dataset}: deletedBy names itself`);
+  return {
+    recordField: own?.recordField ?? settings.recordField,
+    newestBy: own?.newestBy ?? [],
+    deletedBy: own?.deletedBy,
+  };
+}
+
 /** A configuration as written, before defaults are filled in. */
 export type ConfigInput = z.input<typeof Config>;
 export type StateConfig = z.infer<typeof StateConfig>;

@@ -43,8 +43,12 @@ export class Catalog {
     const catalog = new Catalog(duck.connection, duck.close, datasets, root);
     for (const { schema } of datasets) {
       for (const table of schema.tables) {
-        if ((await listParquet(path.join(root, table.name))).length === 0) continue;
-        await duck.connection.run(`CREATE VIEW ${ident(table.name)} AS SELECT * FROM ${catalog.source(table.name)}`);
+        // A table whose rows were all replaced away or deleted is still there, empty, with its columns.
+        const source =
+          (await listParquet(path.join(root, table.name))).length === 0
+            ? `(SELECT ${table.columns.map((c) => `CAST(NULL AS ${c.type}) AS ${ident(c.name)}`).join(", ")} WHERE false)`
+            : catalog.source(table.name);
+        await duck.connection.run(`CREATE VIEW ${ident(table.name)} AS SELECT * FROM ${source}`);
       }
     }
     // Queries may read the tables' files and nothing else on this machine, and cannot change that.
@@ -68,11 +72,8 @@ export class Catalog {
     for (const { dataset, schema } of this.datasets) {
       for (const table of schema.tables) {
         const files = await listParquet(path.join(this.root, table.name));
-        let rows = 0;
-        if (files.length > 0) {
-          const result = await this.connection.runAndReadAll(`SELECT count(*) FROM ${ident(table.name)}`);
-          rows = Number(result.getRows()[0]?.[0] ?? 0);
-        }
+        const result = await this.connection.runAndReadAll(`SELECT count(*) FROM ${ident(table.name)}`);
+        const rows = Number(result.getRows()[0]?.[0] ?? 0);
         out.push({
           dataset,
           table: table.name,

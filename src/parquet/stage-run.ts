@@ -1,9 +1,11 @@
 import { mkdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { DuckDBConnection } from "@duckdb/node-api";
+import type { EffectiveDatasetRules } from "../config/config.js";
 import { Lake } from "../lake/lake.js";
 import { type DatasetSchema, rootFieldOf, type TableSchema } from "../relationalize/model.js";
 import { parseDocument } from "../relationalize/parse.js";
+import { compareOrder, orderOf, type RecordOrder, recordKeyOf } from "../relationalize/records.js";
 import type { Relationalizer } from "../relationalize/relationalize.js";
 import { fitsSchema, representative, type Structure } from "../relationalize/structure.js";
 import type { Bookmark, RecordLocation } from "../state/relationalize-state.js";
@@ -33,6 +35,7 @@ export interface StageRunOptions {
   report: RelationalizeReport;
   relationalizer: Relationalizer;
   previous: DatasetSchema | undefined;
+  rules: EffectiveDatasetRules;
 }
 
 /**
@@ -56,11 +59,48 @@ export class StageRun {
   /** The typed way's read plan, carried from one group to the next. */
   private plan: Structure | null = null;
   private groups = 0;
+  /** Where the records already in the tables are, as the last committed run left them. */
+  private locations = new Map<string, RecordLocation>();
+  /** Records the deletion export names (all in force after this run), and those it names since this run. */
+  private readonly deleted = new Map<string, string>();
+  private readonly newlyDeleted = new Map<string, string>();
+  /** Whether DuckDB may read documents itself: not where newest-by values or deletions decide per document. */
+  private readonly typed: boolean;
 
   constructor(private readonly o: StageRunOptions) {
     this.settings = o.ws.config.relationalize;
     this.staging = path.join(o.parquetRoot, "_staging", o.runId);
     this.schema = o.previous;
+    this.typed = this.settings.typed && o.rules.newestBy.length === 0 && o.rules.deletedBy === undefined;
+  }
+
+  /**
+   * Loads the record locations, and the records the deletion export names: those of its files that are
+   * gone or changed no longer count, changed and new files are read (each document's record id is all
+   * that matters). Returns the deletion files whose earlier records are to be dropped from the state.
+   */
+  async prepare(changedDeletions: ReadonlyArray<readonly [string, Bookmark]>, removedDeletionKeys: string[]) {
+    const { ws, dataset, json, report } = this.o;
+    this.locations = await ws.state.relationalize.records(dataset);
+    const stale = new Set([...removedDeletionKeys, ...changedDeletions.map(([key]) => key)]);
+    for (const [record, key] of await ws.state.relationalize.deletedRecords(dataset)) {
+      if (!stale.has(key)) this.deleted.set(record, key);
+    }
+    for (const [key] of changedDeletions) {
+      report.filesRead++;
+      let line = 0;
+      for await (const text of json.lines(key)) {
+        const parsed = parse(text);
+        line++;
+        if (parsed instanceof Error) report.unreadable.push({ key, line, message: parsed.message });
+        if (parsed === BLANK || parsed instanceof Error) continue;
+        const record = recordKeyOf(parsed.document, this.o.rules.recordField);
+        if (record === undefined) continue;
+        this.deleted.set(record, key);
+        this.newlyDeleted.set(record, key);
+      }
+    }
+    return [...stale];
   }
 
   /**
@@ -72,7 +112,7 @@ export class StageRun {
   async read(ordered: ReadonlyArray<readonly [string, Bookmark]>): Promise<void> {
     const { json } = this.o;
     // Files DuckDB opens itself are not read here first.
-    const readWhole = this.settings.typed && json.localPath ? DUCKDB_READS_FROM : STREAM_FROM_BYTES;
+    const readWhole = this.typed && json.localPath ? DUCKDB_READS_FROM : STREAM_FROM_BYTES;
     const contents = readAhead(
       ordered,
       ([key, info]) => (info.sizeBytes < readWhole ? json.get(key) : Promise.resolve(null)),
@@ -87,7 +127,7 @@ export class StageRun {
       await this.relationalizeGroup(files);
     };
     for await (const [[key, info], content] of contents) {
-      if (!this.settings.typed || (!content && (info.sizeBytes > GROUP_BYTES || !json.localPath))) {
+      if (!this.typed || (!content && (info.sizeBytes > GROUP_BYTES || !json.localPath))) {
         await flushGroup();
         await this.relationalizeFile(key, null);
         continue;
@@ -121,17 +161,20 @@ export class StageRun {
         }
       }
     }
-    const locations = await this.o.ws.state.relationalize.records(this.o.dataset);
     const removedKeySet = new Set(removedKeys);
     const stale = new Map<string, string[]>();
     const addStale = (record: string, location: RecordLocation) => {
       stale.set(location.runId, [...(stale.get(location.runId) ?? []), record]);
     };
     const removedRecords: string[] = [];
-    for (const [record, location] of locations) {
+    for (const [record, location] of this.locations) {
       if (this.records.has(record)) {
         report.replaced++;
         addStale(record, location);
+      } else if (this.deleted.has(record)) {
+        report.deletedByExport++;
+        addStale(record, location);
+        removedRecords.push(record);
       } else if (removedKeySet.has(location.jsonKey)) {
         report.deleted++;
         addStale(record, location);
@@ -157,7 +200,12 @@ export class StageRun {
    * Moves the staged files into place, writes the manifest and the lake updates, then commits the run in
    * the state store (until then its files do not count).
    */
-  async publish(changed: ReadonlyArray<readonly [string, Bookmark]>, removedKeys: string[], removedRecords: string[]) {
+  async publish(
+    changed: ReadonlyArray<readonly [string, Bookmark]>,
+    removedKeys: string[],
+    removedRecords: string[],
+    removedDeletionKeys: string[],
+  ) {
     const { report, runId, parquetRoot, ws, dataset } = this.o;
     const schema = this.finalSchema();
     for (const { table, relative } of this.staged.values()) {
@@ -195,6 +243,8 @@ export class StageRun {
       removedKeys,
       records: this.records,
       removedRecords,
+      deletedRecords: this.newlyDeleted,
+      removedDeletionKeys,
       summary: { ...report, tables: report.tables },
     });
   }
@@ -205,7 +255,7 @@ export class StageRun {
   }
 
   private recordColumnOf(table: TableSchema): string | undefined {
-    return table.columns.find((c) => rootFieldOf(c) === this.settings.recordField)?.name;
+    return table.columns.find((c) => rootFieldOf(c) === this.o.rules.recordField)?.name;
   }
 
   private partitionColumns(table: TableSchema): string[] {
@@ -224,12 +274,29 @@ export class StageRun {
     this.tableReports.set(table, entry);
   }
 
-  private noteRecord(recordKey: string, key: string): void {
+  private noteRecord(recordKey: string, key: string, order: RecordOrder | null = null): void {
     const earlier = this.batchOf.get(recordKey);
     if (earlier !== undefined && earlier < this.batch)
       this.rewrittenInRun.set(earlier, [...(this.rewrittenInRun.get(earlier) ?? []), recordKey]);
     this.batchOf.set(recordKey, this.batch);
-    this.records.set(recordKey, { runId: this.o.runId, jsonKey: key });
+    this.records.set(recordKey, { runId: this.o.runId, jsonKey: key, order });
+  }
+
+  /**
+   * Whether a document is to be written: not when the deletion export names its record, nor when the
+   * record's version in the tables (or met earlier in this run) is newer by the dataset's newest-by fields.
+   */
+  private admits(recordKey: string, order: RecordOrder | null): boolean {
+    if (this.deleted.has(recordKey)) {
+      this.o.report.deletedByExport++;
+      return false;
+    }
+    const known = (this.records.get(recordKey) ?? this.locations.get(recordKey))?.order;
+    if (order && known && compareOrder(order, known) < 0) {
+      this.o.report.older++;
+      return false;
+    }
+    return true;
   }
 
   /**
@@ -266,9 +333,12 @@ export class StageRun {
       return;
     }
     report.documents++;
-    const recordKey = recordKeyOf(parsed.document, this.settings.recordField) ?? `${key}#${await lineNumber()}`;
+    const { recordField, newestBy } = this.o.rules;
+    const recordKey = recordKeyOf(parsed.document, recordField) ?? `${key}#${await lineNumber()}`;
+    const order = newestBy.length > 0 ? orderOf(parsed.document, newestBy) : null;
+    if (!this.admits(recordKey, order)) return;
     relationalizer.add(parsed.document, { recordKey, partition: partitionOf(key) });
-    this.noteRecord(recordKey, key);
+    this.noteRecord(recordKey, key, order);
     if (relationalizer.pendingRows >= this.settings.batchRows) await this.writeBatch();
   }
 
@@ -286,10 +356,10 @@ export class StageRun {
     if (files.length === 0) return;
     const { report, relationalizer, connection, runId, json } = this.o;
     await this.writing;
-    const typed = new TypedBatch(connection, `typed_${runId}_${this.groups++}`, this.settings.recordField);
+    const typed = new TypedBatch(connection, `typed_${runId}_${this.groups++}`, this.o.rules.recordField);
     try {
       const required = {
-        recordField: this.settings.recordField,
+        recordField: this.o.rules.recordField,
         rootFields: [...new Set(files.flatMap((f) => Object.keys(partitionOf(f.key))))],
       };
       if (!(await typed.load(files)) || !(await typed.classify(required, relationalizer.currentSchema, this.plan))) {
@@ -311,7 +381,7 @@ export class StageRun {
         const result = parse(text);
         return result === BLANK || result instanceof Error
           ? undefined
-          : recordKeyOf(result.document, this.settings.recordField);
+          : recordKeyOf(result.document, this.o.rules.recordField);
       };
       await viaJs(await typed.leftDocuments(recordOf));
       const classes = typed.typedClasses;
@@ -408,14 +478,4 @@ function parse(text: string): Parsed {
   } catch (err) {
     return err as Error;
   }
-}
-
-function recordKeyOf(document: unknown, field: string): string | undefined {
-  const source = Array.isArray(document) ? document[0] : document;
-  if (typeof source !== "object" || source === null) return undefined;
-  const value = (source as Record<string, unknown>)[field];
-  if (typeof value === "string") return value;
-  if (value !== null && value !== undefined && typeof value === "object" && "value" in value)
-    return String(value.value);
-  return undefined;
 }

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { readdir, rm } from "node:fs/promises";
 import path from "node:path";
 import pLimit from "p-limit";
+import { ConfigError, datasetRules } from "../config/config.js";
 import type { TypeConflict } from "../relationalize/model.js";
 import { safeName } from "../relationalize/naming.js";
 import { Relationalizer } from "../relationalize/relationalize.js";
@@ -33,6 +34,10 @@ export interface RelationalizeReport {
   replaced: number;
   /** Records removed because their JSON file is gone. */
   deleted: number;
+  /** Records removed, or documents kept out, because the dataset's deletion export names them (`deletedBy`). */
+  deletedByExport: number;
+  /** Documents not written because their record's version in the tables is newer by `newestBy`. */
+  older: number;
   /** JSON lines that could not be read, each with its key and line number. */
   unreadable: Array<{ key: string; line: number; message: string }>;
   tables: TableReport[];
@@ -79,19 +84,30 @@ export class RelationalizeStage {
       records: 0,
       replaced: 0,
       deleted: 0,
+      deletedByExport: 0,
+      older: 0,
       unreadable: [],
       tables: [],
       conflicts: [],
     };
+    const rules = datasetRules(settings, dataset);
     const previous = await state.schema(dataset);
+    if (previous && previous.recordField !== rules.recordField) {
+      throw new ConfigError(
+        `dataset ${dataset}: its tables identify records by '${previous.recordField}', the configuration says '${rules.recordField}'; remove its tables and state to change it`,
+      );
+    }
     const duck = await openDuckDB();
     try {
       await this.cleanAbandoned(dataset, previous?.tables.map((t) => t.name) ?? []);
 
       const prefix = `${DATASET_PREFIX}${dataset}/`;
+      // The deletion export's files are bookmarked with the dataset's own: each run reads only what is new.
+      const deletionPrefix = rules.deletedBy === undefined ? undefined : `${DATASET_PREFIX}${rules.deletedBy}/`;
+      const isDeletion = (key: string) => deletionPrefix !== undefined && key.startsWith(deletionPrefix);
       const bookmarks = await state.bookmarks(dataset);
       const current = new Map<string, Bookmark>();
-      const keys = await this.json.list(prefix);
+      const keys = [...(await this.json.list(prefix)), ...(deletionPrefix ? await this.json.list(deletionPrefix) : [])];
       const limit = pLimit(IO_WINDOW);
       const infos = await Promise.all(keys.map((key) => limit(() => this.json.head(key))));
       keys.forEach((key, i) => {
@@ -102,8 +118,8 @@ export class RelationalizeStage {
         const seen = bookmarks.get(key);
         return !seen || seen.sizeBytes !== info.sizeBytes || seen.modifiedMs !== info.modifiedMs;
       });
-      const removedKeys = [...bookmarks.keys()].filter((key) => !current.has(key));
-      if (changed.length === 0 && removedKeys.length === 0) return report;
+      const removed = [...bookmarks.keys()].filter((key) => !current.has(key));
+      if (changed.length === 0 && removed.length === 0) return report;
 
       const runId = `r${Date.now().toString(36)}${randomBytes(4).toString("hex")}`;
       report.runId = runId;
@@ -113,8 +129,8 @@ export class RelationalizeStage {
       const relationalizer = previous
         ? new Relationalizer(previous)
         : Relationalizer.create(rootName, {
-            recordField: settings.recordField,
-            inherit: [settings.recordField, ...settings.partitionFields.filter((f) => f !== settings.recordField)],
+            recordField: rules.recordField,
+            inherit: [rules.recordField, ...settings.partitionFields.filter((f) => f !== rules.recordField)],
           });
       const run = new StageRun({
         ws: this.ws,
@@ -126,10 +142,20 @@ export class RelationalizeStage {
         report,
         relationalizer,
         previous,
+        rules,
       });
-      await run.read(changed.sort((a, b) => a[1].modifiedMs - b[1].modifiedMs || (a[0] < b[0] ? -1 : 1)));
+      const removedDeletionKeys = await run.prepare(
+        changed.filter(([key]) => isDeletion(key)),
+        removed.filter(isDeletion),
+      );
+      const removedKeys = removed.filter((key) => !isDeletion(key));
+      await run.read(
+        changed
+          .filter(([key]) => !isDeletion(key))
+          .sort((a, b) => a[1].modifiedMs - b[1].modifiedMs || (a[0] < b[0] ? -1 : 1)),
+      );
       const removedRecords = await run.settle(removedKeys);
-      await run.publish(changed, removedKeys, removedRecords);
+      await run.publish(changed, removed, removedRecords, removedDeletionKeys);
       return report;
     } finally {
       duck.close();

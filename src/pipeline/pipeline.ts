@@ -34,6 +34,15 @@ export class PartialFailure extends Error {
 
 const DONE_FOLDER = ".done";
 
+/** Datasets to relationalize after new data: those datasets, and those whose deletion export is among them. */
+export function withDeletionTargets(settings: Config["relationalize"], datasets: readonly string[]): string[] {
+  const changed = new Set(datasets);
+  const targets = Object.entries(settings.datasets)
+    .filter(([, rules]) => rules.deletedBy !== undefined && changed.has(rules.deletedBy))
+    .map(([dataset]) => dataset);
+  return [...new Set([...datasets, ...targets])];
+}
+
 /** The built-in kinds of run. Each is idempotent, so a retried or resumed run never duplicates anything. */
 export const EXECUTORS: Record<RunKind, Executor> = {
   async intake(run, { ws, log }) {
@@ -63,7 +72,7 @@ export const EXECUTORS: Record<RunKind, Executor> = {
         datasets: report.datasets,
       },
       skipped: report.items.length === 0,
-      followUps: report.datasets.map((dataset) => ({
+      followUps: withDeletionTargets(ws.config.relationalize, report.datasets).map((dataset) => ({
         kind: "relationalize",
         target: dataset,
         requestedBy: `run:${run.runId}`,
@@ -73,7 +82,8 @@ export const EXECUTORS: Record<RunKind, Executor> = {
 
   async relationalize(run, { ws, log }) {
     const report = await new RelationalizeStage(ws).run(run.target);
-    log.info({ records: report.records, replaced: report.replaced, deleted: report.deleted }, "relationalize finished");
+    const { records, replaced, deleted, deletedByExport, older } = report;
+    log.info({ records, replaced, deleted, deletedByExport, older }, "relationalize finished");
     return { summary: report, skipped: report.runId === null };
   },
 

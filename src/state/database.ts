@@ -73,6 +73,14 @@ export interface ParquetRecordsTable {
   record_id: string;
   run_id: string;
   json_key: string;
+  record_order: string | null;
+}
+
+/** Records a dataset's deletion export names (see `relationalize.datasets.*.deletedBy`). */
+export interface DeletedRecordsTable {
+  dataset: string;
+  record_id: string;
+  json_key: string;
 }
 
 export interface RelationalizeRunsTable {
@@ -252,6 +260,7 @@ export interface StateDatabase {
   dataset_schemas: DatasetSchemasTable;
   json_bookmarks: JsonBookmarksTable;
   parquet_records: ParquetRecordsTable;
+  deleted_records: DeletedRecordsTable;
   relationalize_runs: RelationalizeRunsTable;
   runs: RunsTable;
   run_steps: RunStepsTable;

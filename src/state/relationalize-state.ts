@@ -1,5 +1,6 @@
 import type { Kysely } from "kysely";
 import { DatasetSchema } from "../relationalize/model.js";
+import type { RecordOrder } from "../relationalize/records.js";
 import { chunks } from "./chunks.js";
 import type { StateDatabase } from "./database.js";
 
@@ -11,6 +12,8 @@ export interface Bookmark {
 export interface RecordLocation {
   runId: string;
   jsonKey: string;
+  /** The version's newest-by values, for datasets ordered by them. */
+  order: RecordOrder | null;
 }
 
 export interface RunCommit {
@@ -21,6 +24,10 @@ export interface RunCommit {
   removedKeys: string[];
   records: Map<string, RecordLocation>;
   removedRecords: string[];
+  /** Records the dataset's deletion export now names, each with the export file naming it. */
+  deletedRecords: Map<string, string>;
+  /** Deletion export files that are gone: the records they named may come back. */
+  removedDeletionKeys: string[];
   summary: unknown;
 }
 
@@ -53,7 +60,18 @@ export class RelationalizeState {
 
   async records(dataset: string): Promise<Map<string, RecordLocation>> {
     const rows = await this.db.selectFrom("parquet_records").selectAll().where("dataset", "=", dataset).execute();
-    return new Map(rows.map((r) => [r.record_id, { runId: r.run_id, jsonKey: r.json_key }]));
+    return new Map(
+      rows.map((r) => [
+        r.record_id,
+        { runId: r.run_id, jsonKey: r.json_key, order: r.record_order === null ? null : JSON.parse(r.record_order) },
+      ]),
+    );
+  }
+
+  /** Records the dataset's deletion export names, each with the export file naming it. */
+  async deletedRecords(dataset: string): Promise<Map<string, string>> {
+    const rows = await this.db.selectFrom("deleted_records").selectAll().where("dataset", "=", dataset).execute();
+    return new Map(rows.map((r) => [r.record_id, r.json_key]));
   }
 
   /** Runs that started but never committed (the process died): their files are to be removed. */
@@ -158,13 +176,32 @@ export class RelationalizeState {
         await trx
           .insertInto("parquet_records")
           .values(
-            part.map(([record, loc]) => ({ dataset, record_id: record, run_id: loc.runId, json_key: loc.jsonKey })),
+            part.map(([record, loc]) => ({
+              dataset,
+              record_id: record,
+              run_id: loc.runId,
+              json_key: loc.jsonKey,
+              record_order: loc.order === null ? null : JSON.stringify(loc.order),
+            })),
           )
           .onConflict((oc) =>
             oc.columns(["dataset", "record_id"]).doUpdateSet((eb) => ({
               run_id: eb.ref("excluded.run_id"),
               json_key: eb.ref("excluded.json_key"),
+              record_order: eb.ref("excluded.record_order"),
             })),
+          )
+          .execute();
+      }
+      for (const keys of chunks(commit.removedDeletionKeys)) {
+        await trx.deleteFrom("deleted_records").where("dataset", "=", dataset).where("json_key", "in", keys).execute();
+      }
+      for (const part of chunks([...commit.deletedRecords])) {
+        await trx
+          .insertInto("deleted_records")
+          .values(part.map(([record, jsonKey]) => ({ dataset, record_id: record, json_key: jsonKey })))
+          .onConflict((oc) =>
+            oc.columns(["dataset", "record_id"]).doUpdateSet((eb) => ({ json_key: eb.ref("excluded.json_key") })),
           )
           .execute();
       }

@@ -5,6 +5,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { CONFIG_FILE, type ConfigInput } from "../../src/config/config.js";
+import { Catalog } from "../../src/parquet/catalog.js";
 import { openWorkspace, type Workspace } from "../../src/workspace/workspace.js";
 
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
@@ -100,5 +101,15 @@ export async function dropSchema(schema: string): Promise<void> {
     await client.query(`drop schema if exists "${schema}" cascade`);
   } finally {
     await client.end();
+  }
+}
+
+/** The rows a query over a workspace's Parquet tables returns (each table a view, as `studylake query` sees them). */
+export async function tableRows(ws: Workspace, sql: string): Promise<unknown[][]> {
+  const catalog = await Catalog.open(ws);
+  try {
+    return (await catalog.query(sql)).rows;
+  } finally {
+    catalog.close();
   }
 }
