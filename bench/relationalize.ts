@@ -4,6 +4,8 @@
  * one small file per record, as intake writes), then times in one process:
  *   (a) studylake relationalizing them to Parquet (incremental run, all tables, lossless keys, type report)
  *   (b) DuckDB alone: read_json + unnest + COPY … TO Parquet (root and child tables)
+ *   (b') the same, writing what (a) writes: tables partitioned by assessmentid/year/month/day, child rows
+ *        carrying the record id and the partition fields
  *   (c) JSON.parse alone over the same bytes
  * and prints MB/s, rows/s, the ratio a/b, and peak RSS, at two sizes.
  *
@@ -97,7 +99,7 @@ async function main(): Promise<void> {
     cases.push(["survey", "ndjson", 5000 * size * scale], ["survey", "per-record", 5000 * size * scale]);
   }
   console.log(
-    "shape   layout      records    MB   rows(a)    a MB/s   a rows/s   b MB/s  a/b   c JSON.parse MB/s  a peak RSS MB",
+    "shape   layout      records    MB   rows(a)    a MB/s   a rows/s   b MB/s  a/b   b' MB/s  a/b'  c JSON.parse MB/s  a peak RSS MB",
   );
   for (const [shape, layout, records] of cases) {
     await rm(base, { recursive: true, force: true });
@@ -130,25 +132,34 @@ async function main(): Promise<void> {
       );
 
     // (b) DuckDB: read_json → root table and unnested child tables → Parquet.
-    const duck = await openDuckDB();
     const out = path.join(base, "duck");
     await mkdir(out, { recursive: true });
     const source = `read_json(${literal(path.join(input, "**", "*.ndjson"))}, format = 'newline_delimited')`;
-    const [theirs] = await timeIt(async () => {
-      const copy = (sql: string, name: string) =>
-        duck.connection.run(
-          `COPY (${sql}) TO ${literal(path.join(out, `${name}.parquet`))} (FORMAT parquet, COMPRESSION zstd)`,
-        );
-      if (shape === "sensor") {
-        await copy(`SELECT * EXCLUDE (samples) FROM ${source}`, "root");
-        await copy(`SELECT recordid, unnest(samples, recursive := true) FROM ${source}`, "samples");
-      } else {
-        await copy(`SELECT * EXCLUDE (choices, steps) FROM ${source}`, "root");
-        await copy(`SELECT recordid, unnest(choices) AS ${ident("val")} FROM ${source}`, "choices");
-        await copy(`SELECT recordid, unnest(steps, recursive := true) FROM ${source}`, "steps");
-      }
-    });
-    duck.close();
+    // Each in a fresh DuckDB, so neither reads what the other left in DuckDB's caches.
+    const duckdbAlone = async (partitioned: boolean) => {
+      const duck = await openDuckDB();
+      const timed = await timeIt(async () => {
+        const copy = (sql: string, name: string) =>
+          duck.connection.run(
+            partitioned
+              ? `COPY (${sql}) TO ${literal(path.join(out, name))} (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (assessmentid, year, month, day), WRITE_PARTITION_COLUMNS true, OVERWRITE_OR_IGNORE true)`
+              : `COPY (${sql}) TO ${literal(path.join(out, `${name}.parquet`))} (FORMAT parquet, COMPRESSION zstd)`,
+          );
+        const carried = partitioned ? "recordid, assessmentid, year, month, day" : "recordid";
+        if (shape === "sensor") {
+          await copy(`SELECT * EXCLUDE (samples) FROM ${source}`, "root");
+          await copy(`SELECT ${carried}, unnest(samples, recursive := true) FROM ${source}`, "samples");
+        } else {
+          await copy(`SELECT * EXCLUDE (choices, steps) FROM ${source}`, "root");
+          await copy(`SELECT ${carried}, unnest(choices) AS ${ident("val")} FROM ${source}`, "choices");
+          await copy(`SELECT ${carried}, unnest(steps, recursive := true) FROM ${source}`, "steps");
+        }
+      });
+      duck.close();
+      return timed;
+    };
+    const [theirs] = await duckdbAlone(false);
+    const [theirsLikeOurs] = await duckdbAlone(true);
 
     console.log(
       [
@@ -163,6 +174,8 @@ async function main(): Promise<void> {
           .padStart(10),
         (mb / theirs).toFixed(1).padStart(8),
         (theirs / ours).toFixed(2).padStart(5),
+        (mb / theirsLikeOurs).toFixed(1).padStart(9),
+        (theirsLikeOurs / ours).toFixed(2).padStart(5),
         (mb / parseSeconds).toFixed(1).padStart(10),
         (oursPeak / 1e6).toFixed(0).padStart(15),
       ].join(" "),

@@ -1,9 +1,10 @@
 import { copyFile, mkdir, readFile, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { parse as parseLossless } from "lossless-json";
+import { parse as parseLossless, stringify } from "lossless-json";
 import { afterEach, describe, expect, it } from "vitest";
 import { CONFIG_FILE, type Config, ConfigError, datasetRules } from "../src/config/config.js";
 import { Lake } from "../src/lake/lake.js";
+import { Catalog } from "../src/parquet/catalog.js";
 import { RelationalizeStage } from "../src/parquet/stage.js";
 import { withDeletionTargets } from "../src/pipeline/pipeline.js";
 import { compareOrder, orderOf, recordKeyOf } from "../src/relationalize/records.js";
@@ -27,27 +28,36 @@ const COHORT = "cohort=adults_v1";
 /** recover's rules for its test data types: the index is GlobalKey, the newest InsertedDate, then export_end_date, wins. */
 const RECOVER_RULES = {
   partitionFields: ["cohort"],
-  datasets: Object.fromEntries(
-    ["TestFlatDataType", "TestFlatInsertedDateDataType", "TestNestedDataType"].map((type) => [
-      type,
-      {
-        recordField: "GlobalKey",
-        newestBy: ["InsertedDate", "export_end_date"],
-        ...(type === "TestFlatDataType" ? { deletedBy: "TestFlatDataType_Deleted" } : {}),
-      },
-    ]),
-  ),
+  datasets: {
+    ...Object.fromEntries(
+      ["TestFlatDataType", "TestFlatInsertedDateDataType", "TestNestedDataType"].map((type) => [
+        type,
+        {
+          key: ["GlobalKey"],
+          newestBy: ["InsertedDate", "export_end_date"],
+          ...(type === "TestFlatDataType" ? { deletedBy: "TestFlatDataType_Deleted" } : {}),
+        },
+      ]),
+    ),
+    // Like recover's Fitbit sleep logs (a numeric index) and daily data (an index of two fields).
+    sleeplogs: { key: ["LogId"], newestBy: ["export_end_date"], deletedBy: "sleeplogs_deleted" },
+    dailydata: { key: ["ParticipantIdentifier", "Date"], newestBy: ["export_end_date"] },
+  },
 };
 
 describe("record rules (pure)", () => {
-  it("reads a record's id from the root or a top-level array's first element, strings and long numbers only", () => {
-    expect(recordKeyOf({ k: "a" }, "k")).toBe("a");
-    expect(recordKeyOf([{ k: "b" }, { k: "c" }], "k")).toBe("b");
-    expect(recordKeyOf(parseLossless('{"k":12345678901234567890}'), "k")).toBe("12345678901234567890");
-    expect(recordKeyOf({ k: 3 }, "k")).toBeUndefined();
-    expect(recordKeyOf({ k: true }, "k")).toBeUndefined();
-    expect(recordKeyOf({ other: "a" }, "k")).toBeUndefined();
-    expect(recordKeyOf("text", "k")).toBeUndefined();
+  it("reads a record's id from the root or a top-level array's first element: text, numbers by their digits", () => {
+    expect(recordKeyOf({ k: "a" }, ["k"])).toBe("a");
+    expect(recordKeyOf([{ k: "b" }, { k: "c" }], ["k"])).toBe("b");
+    expect(recordKeyOf(parseLossless('{"k":12345678901234567890}'), ["k"])).toBe("12345678901234567890");
+    expect(recordKeyOf({ k: 3 }, ["k"])).toBe("3");
+    expect(recordKeyOf({ k: true }, ["k"])).toBeUndefined();
+    expect(recordKeyOf({ k: { v: 1 } }, ["k"])).toBeUndefined();
+    expect(recordKeyOf({ other: "a" }, ["k"])).toBeUndefined();
+    expect(recordKeyOf("text", ["k"])).toBeUndefined();
+    // Several fields: their values as a JSON array of text; all must be there.
+    expect(recordKeyOf({ p: "P1", d: "2023-01-01", n: 5 }, ["p", "d", "n"])).toBe('["P1","2023-01-01","5"]');
+    expect(recordKeyOf({ p: "P1" }, ["p", "d"])).toBeUndefined();
   });
 
   it("orders versions field by field: missing is oldest, numbers as numbers, text as text", () => {
@@ -68,12 +78,24 @@ describe("record rules (pure)", () => {
       batchRows: 10,
       typed: true,
       datasets: {
-        a: { recordField: "GlobalKey", newestBy: ["x"], deletedBy: "a_Deleted" },
+        a: { key: ["GlobalKey"], newestBy: ["x"], deletedBy: "a_Deleted" },
+        pair: { key: ["p", "d"], newestBy: [] },
         self: { newestBy: [], deletedBy: "self" },
       },
     } satisfies Config["relationalize"];
-    expect(datasetRules(settings, "a")).toEqual({ recordField: "GlobalKey", newestBy: ["x"], deletedBy: "a_Deleted" });
-    expect(datasetRules(settings, "b")).toEqual({ recordField: "recordid", newestBy: [], deletedBy: undefined });
+    expect(datasetRules(settings, "a")).toEqual({
+      key: ["GlobalKey"],
+      recordField: "GlobalKey",
+      newestBy: ["x"],
+      deletedBy: "a_Deleted",
+    });
+    expect(datasetRules(settings, "b")).toEqual({
+      key: ["recordid"],
+      recordField: "recordid",
+      newestBy: [],
+      deletedBy: undefined,
+    });
+    expect(datasetRules(settings, "pair")).toMatchObject({ key: ["p", "d"], recordField: "_record" });
     expect(() => datasetRules(settings, "self")).toThrow(ConfigError);
     // New data in a deletion export makes its target dataset due too.
     expect(withDeletionTargets(settings, ["a_Deleted"])).toEqual(["a_Deleted", "a"]);
@@ -180,13 +202,66 @@ function recoverSuite(name: string, state: () => Config["state"] | undefined) {
       // A dataset's record field cannot change under its tables.
       const configFile = path.join(ws.root, CONFIG_FILE);
       const config = JSON.parse(await readFile(configFile, "utf8"));
-      config.relationalize.datasets[type].recordField = "cohort";
+      config.relationalize.datasets[type].key = ["cohort"];
       await writeFile(configFile, JSON.stringify(config));
       const reopened = await (t as TestWorkspace).reopen();
       await add(type, `${type}_20230812.ndjson`, again);
       await expect(new RelationalizeStage(reopened, new LocalObjectStore(dir)).run(type)).rejects.toThrow(
         /identify records by 'GlobalKey', the configuration says 'cohort'/,
       );
+    });
+
+    it("identifies records by a numeric field or by several fields, and rebuilds them as sent", async () => {
+      const { stage, add, ws } = await setUp();
+      const ndjson = (docs: object[]) => `${docs.map((d) => JSON.stringify(d)).join("\n")}\n`;
+      const sleep = (id: number, exported: string, minutes: number) => ({
+        ParticipantIdentifier: `P${id}`,
+        LogId: id,
+        export_end_date: exported,
+        Levels: [{ level: "deep", minutes }],
+      });
+      await add("sleeplogs", "a.ndjson", ndjson([sleep(101, "2023-05-01", 30), sleep(102, "2023-05-01", 40)]));
+      await add("sleeplogs", "b.ndjson", ndjson([sleep(101, "2023-06-01", 35)]));
+      await add("sleeplogs_deleted", "d.ndjson", ndjson([{ LogId: 102, export_end_date: "2023-06-02" }]));
+      const day = (date: string, steps: number, exported: string) => ({
+        ParticipantIdentifier: "P1",
+        Date: date,
+        Steps: steps,
+        export_end_date: exported,
+      });
+      const newest = day("2023-05-01", 150, "2023-05-10");
+      await add(
+        "dailydata",
+        "a.ndjson",
+        ndjson([day("2023-05-01", 100, "2023-05-02"), day("2023-05-02", 200, "2023-05-03")]),
+      );
+      await add("dailydata", "b.ndjson", ndjson([newest]));
+
+      expect(await stage.run("sleeplogs")).toMatchObject({ records: 1, deletedByExport: 1 });
+      expect(await rows(ws, "SELECT LogId, typeof(LogId), export_end_date FROM sleeplogs")).toEqual([
+        [101n, "BIGINT", "2023-06-01"],
+      ]);
+      expect(await rows(ws, "SELECT LogId, minutes FROM sleeplogs_Levels")).toEqual([[101n, 35n]]);
+      expect(await stage.run("dailydata")).toMatchObject({ documents: 3, records: 2 });
+      expect(await rows(ws, "SELECT Date, Steps, _record FROM dailydata ORDER BY Date")).toEqual([
+        ["2023-05-01", 150n, '["P1","2023-05-01"]'],
+        ["2023-05-02", 200n, '["P1","2023-05-02"]'],
+      ]);
+
+      const lake = new Lake(ws);
+      const principal = await lake.principal();
+      expect((await lake.query(principal, "SELECT LogId FROM sleeplogs")).rows).toEqual([[101n]]);
+      expect((await lake.query(principal, "SELECT count(*) FROM dailydata")).rows).toEqual([[2n]]);
+      const catalog = await Catalog.open(ws);
+      try {
+        // Rebuilt value for value (numbers as exact text, read back here), without the added partition field.
+        const rebuilt = async (dataset: string, record: string) =>
+          JSON.parse(stringify(await catalog.rebuild(dataset, record)) as string);
+        expect(await rebuilt("sleeplogs", "101")).toEqual(sleep(101, "2023-06-01", 35));
+        expect(await rebuilt("dailydata", '["P1","2023-05-01"]')).toEqual(newest);
+      } finally {
+        catalog.close();
+      }
     });
   });
 }

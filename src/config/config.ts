@@ -78,8 +78,11 @@ export const DEFAULT_DESTINATION = "default";
  * HealthKit's `_Deleted` exports).
  */
 const DatasetRules = z.object({
-  /** The root field that identifies a record of this dataset, instead of `relationalize.recordField`. */
-  recordField: z.string().min(1).optional(),
+  /**
+   * The root fields that identify a record of this dataset (recover's index, for example `["LogId"]` or
+   * `["ParticipantIdentifier", "Date"]`), instead of `relationalize.recordField`. Child rows inherit them.
+   */
+  key: z.array(z.string().min(1)).min(1).optional(),
   /**
    * Root fields compared in order to decide which of two documents of a record is newer (a missing value
    * is the oldest); on a tie, or with none, the newest upload wins. An older document arriving later is
@@ -254,17 +257,28 @@ export const Config = z.object({
 });
 export type Config = z.infer<typeof Config>;
 export interface EffectiveDatasetRules {
+  /** The fields whose values identify a record. */
+  key: string[];
+  /**
+   * The column holding each row's record id: the key's field, or for a key of several fields the
+   * synthetic `_record` (the values as a JSON array of text), added to every row and left out of rebuilds.
+   */
   recordField: string;
   newestBy: string[];
   deletedBy: string | undefined;
 }
 
+/** The record column of datasets whose records are identified by several fields. */
+export const COMPOSITE_RECORD_FIELD = "_record";
+
 /** The rules one dataset's records follow: its own where configured, the workspace's otherwise. */
 export function datasetRules(settings: Config["relationalize"], dataset: string): EffectiveDatasetRules {
   const own = settings.datasets[dataset];
   if (own?.deletedBy === dataset) throw new ConfigError(`relationalize.datasets.${dataset}: deletedBy names itself`);
+  const key = own?.key ?? [settings.recordField];
   return {
-    recordField: own?.recordField ?? settings.recordField,
+    key,
+    recordField: key.length === 1 ? (key[0] as string) : COMPOSITE_RECORD_FIELD,
     newestBy: own?.newestBy ?? [],
     deletedBy: own?.deletedBy,
   };

@@ -537,7 +537,7 @@ export class Lake {
   async publishRelationalized(run: {
     runId: string;
     source: string;
-    tables: ReadonlyArray<{ name: string; recordColumn: string; files: readonly string[] }>;
+    tables: ReadonlyArray<{ name: string; recordColumn: string; recordType: string; files: readonly string[] }>;
     deletedRecords: readonly string[];
   }): Promise<void> {
     const operator = await this.principal();
@@ -572,7 +572,7 @@ export class Lake {
           }
           if (deleted.length > 0) {
             await connection.run(
-              `COPY (SELECT unnest([${deleted.map(literal).join(", ")}]) AS ${ident(table.recordColumn)}, true AS _deleted) TO ${literal(path.join(dir, "_deleted.parquet"))} (FORMAT parquet)`,
+              `COPY (SELECT TRY_CAST(unnest([${deleted.map(literal).join(", ")}]) AS ${table.recordType}) AS ${ident(table.recordColumn)}, true AS _deleted) TO ${literal(path.join(dir, "_deleted.parquet"))} (FORMAT parquet)`,
             );
           }
         },

@@ -105,7 +105,7 @@ export class Catalog {
       for (const relative of await listParquet(path.join(this.root, table.name))) {
         const file = path.join(this.root, table.name, relative);
         const reader = await this.connection.runAndReadAll(
-          `SELECT * FROM read_parquet(${literal(file)}) WHERE ${ident(recordColumn.name)} = $record`,
+          `SELECT * FROM read_parquet(${literal(file)}) WHERE CAST(${ident(recordColumn.name)} AS VARCHAR) = $record`,
           { record: recordId },
         );
         const rows = reader.getRows();

@@ -3,7 +3,7 @@ import path from "node:path";
 import type { DuckDBConnection } from "@duckdb/node-api";
 import type { EffectiveDatasetRules } from "../config/config.js";
 import { Lake } from "../lake/lake.js";
-import { type DatasetSchema, rootFieldOf, type TableSchema } from "../relationalize/model.js";
+import { type ColumnSchema, type DatasetSchema, rootFieldOf, type TableSchema } from "../relationalize/model.js";
 import { parseDocument } from "../relationalize/parse.js";
 import { compareOrder, orderOf, type RecordOrder, recordKeyOf } from "../relationalize/records.js";
 import type { Relationalizer } from "../relationalize/relationalize.js";
@@ -64,14 +64,21 @@ export class StageRun {
   /** Records the deletion export names (all in force after this run), and those it names since this run. */
   private readonly deleted = new Map<string, string>();
   private readonly newlyDeleted = new Map<string, string>();
-  /** Whether DuckDB may read documents itself: not where newest-by values or deletions decide per document. */
+  /**
+   * Whether DuckDB may read documents itself: not where newest-by values or deletions decide per document,
+   * nor for a key of several fields (DuckDB reads a record id from one string field).
+   */
   private readonly typed: boolean;
 
   constructor(private readonly o: StageRunOptions) {
     this.settings = o.ws.config.relationalize;
     this.staging = path.join(o.parquetRoot, "_staging", o.runId);
     this.schema = o.previous;
-    this.typed = this.settings.typed && o.rules.newestBy.length === 0 && o.rules.deletedBy === undefined;
+    this.typed =
+      this.settings.typed &&
+      o.rules.key.length === 1 &&
+      o.rules.newestBy.length === 0 &&
+      o.rules.deletedBy === undefined;
   }
 
   /**
@@ -94,7 +101,7 @@ export class StageRun {
         line++;
         if (parsed instanceof Error) report.unreadable.push({ key, line, message: parsed.message });
         if (parsed === BLANK || parsed instanceof Error) continue;
-        const record = recordKeyOf(parsed.document, this.o.rules.recordField);
+        const record = recordKeyOf(parsed.document, this.o.rules.key);
         if (record === undefined) continue;
         this.deleted.set(record, key);
         this.newlyDeleted.set(record, key);
@@ -151,7 +158,7 @@ export class StageRun {
     const { report, runId, connection } = this.o;
     for (const [oldBatch, ids] of this.rewrittenInRun) {
       for (const table of schema.tables) {
-        const column = this.recordColumnOf(table);
+        const column = this.recordColumnOf(table)?.name;
         if (!column) continue;
         for (const relative of await listParquet(path.join(this.staging, table.name))) {
           if (!path.basename(relative).startsWith(`${runId}_b${oldBatch}_`)) continue;
@@ -183,7 +190,7 @@ export class StageRun {
     }
     for (const [oldRun, ids] of stale) {
       for (const table of schema.tables) {
-        const column = this.recordColumnOf(table);
+        const column = this.recordColumnOf(table)?.name;
         if (!column) continue;
         const dir = path.join(this.o.parquetRoot, table.name);
         for (const relative of await listParquet(dir)) {
@@ -230,7 +237,7 @@ export class StageRun {
           const files = [...this.staged.values()]
             .filter((f) => f.table === table.name)
             .map((f) => path.join(parquetRoot, f.table, f.relative));
-          return [{ name: table.name, recordColumn, files }];
+          return [{ name: table.name, recordColumn: recordColumn.name, recordType: recordColumn.type, files }];
         }),
         deletedRecords: removedRecords,
       });
@@ -254,8 +261,8 @@ export class StageRun {
     return this.schema;
   }
 
-  private recordColumnOf(table: TableSchema): string | undefined {
-    return table.columns.find((c) => rootFieldOf(c) === this.o.rules.recordField)?.name;
+  private recordColumnOf(table: TableSchema): ColumnSchema | undefined {
+    return table.columns.find((c) => rootFieldOf(c) === this.o.rules.recordField);
   }
 
   private partitionColumns(table: TableSchema): string[] {
@@ -333,8 +340,8 @@ export class StageRun {
       return;
     }
     report.documents++;
-    const { recordField, newestBy } = this.o.rules;
-    const recordKey = recordKeyOf(parsed.document, recordField) ?? `${key}#${await lineNumber()}`;
+    const { key: fields, newestBy } = this.o.rules;
+    const recordKey = recordKeyOf(parsed.document, fields) ?? `${key}#${await lineNumber()}`;
     const order = newestBy.length > 0 ? orderOf(parsed.document, newestBy) : null;
     if (!this.admits(recordKey, order)) return;
     relationalizer.add(parsed.document, { recordKey, partition: partitionOf(key) });
@@ -379,9 +386,7 @@ export class StageRun {
       // documents in between would cost more memory than the second parse costs time.
       const recordOf = (text: string) => {
         const result = parse(text);
-        return result === BLANK || result instanceof Error
-          ? undefined
-          : recordKeyOf(result.document, this.o.rules.recordField);
+        return result === BLANK || result instanceof Error ? undefined : recordKeyOf(result.document, this.o.rules.key);
       };
       await viaJs(await typed.leftDocuments(recordOf));
       const classes = typed.typedClasses;

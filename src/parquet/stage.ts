@@ -130,7 +130,7 @@ export class RelationalizeStage {
         ? new Relationalizer(previous)
         : Relationalizer.create(rootName, {
             recordField: rules.recordField,
-            inherit: [rules.recordField, ...settings.partitionFields.filter((f) => f !== rules.recordField)],
+            inherit: [...new Set([rules.recordField, ...rules.key, ...settings.partitionFields])],
           });
       const run = new StageRun({
         ws: this.ws,

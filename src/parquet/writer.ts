@@ -100,11 +100,10 @@ export async function removeRecords(
   recordColumn: string,
   records: readonly string[],
 ): Promise<number> {
-  const list = records.map(literal).join(", ");
+  // Record ids are text; a column of numeric ids compares by its digits.
+  const keep = `CAST(${ident(recordColumn)} AS VARCHAR) NOT IN (${records.map(literal).join(", ")})`;
   const source = `read_parquet(${literal(file)})`;
-  const kept = await connection.runAndReadAll(
-    `SELECT count(*) FROM ${source} WHERE ${ident(recordColumn)} NOT IN (${list})`,
-  );
+  const kept = await connection.runAndReadAll(`SELECT count(*) FROM ${source} WHERE ${keep}`);
   const total = await connection.runAndReadAll(`SELECT count(*) FROM ${source}`);
   const keptRows = Number(kept.getRows()[0]?.[0] ?? 0);
   const removed = Number(total.getRows()[0]?.[0] ?? 0) - keptRows;
@@ -115,7 +114,7 @@ export async function removeRecords(
   }
   const temp = `${file}.rewrite`;
   await connection.run(
-    `COPY (SELECT * FROM ${source} WHERE ${ident(recordColumn)} NOT IN (${list})) TO ${literal(temp)} (FORMAT parquet, COMPRESSION zstd)`,
+    `COPY (SELECT * FROM ${source} WHERE ${keep}) TO ${literal(temp)} (FORMAT parquet, COMPRESSION zstd)`,
   );
   await rename(temp, file);
   return removed;

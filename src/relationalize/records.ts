@@ -18,12 +18,20 @@ function textOf(value: unknown): string | undefined {
 }
 
 /**
- * The record id a document carries in `field`, if it carries one as a string (or as a number too long for a
- * double, by its digits). Documents without one are records of their own, named by file and line.
+ * The record id a document carries in its key fields: the value of a single field as text (a string, or a
+ * number by its digits), or for several fields their values as a JSON array of text. Undefined when a field
+ * is missing or holds something else: such a document is a record of its own, named by file and line.
  */
-export function recordKeyOf(document: unknown, field: string): string | undefined {
-  const value = rootOf(document)?.[field];
-  return typeof value === "number" || typeof value === "boolean" ? undefined : textOf(value);
+export function recordKeyOf(document: unknown, key: readonly string[]): string | undefined {
+  const root = rootOf(document);
+  const values: string[] = [];
+  for (const field of key) {
+    const value = root?.[field];
+    const text = typeof value === "boolean" ? undefined : textOf(value);
+    if (text === undefined) return undefined;
+    values.push(text);
+  }
+  return values.length === 1 ? values[0] : JSON.stringify(values);
 }
 
 /**
