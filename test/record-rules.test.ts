@@ -1,4 +1,4 @@
-import { copyFile, mkdir, readFile, utimes, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { parse as parseLossless, stringify } from "lossless-json";
 import { afterEach, describe, expect, it } from "vitest";
@@ -44,6 +44,16 @@ const RECOVER_RULES = {
     dailydata: { key: ["ParticipantIdentifier", "Date"], newestBy: ["export_end_date"] },
   },
 };
+
+/** The tables `studylake tables` lists, with their row counts. */
+async function tables(ws: TestWorkspace["ws"]): Promise<Array<[string, number]>> {
+  const catalog = await Catalog.open(ws);
+  try {
+    return (await catalog.tables()).map((t) => [t.table, t.rows]);
+  } finally {
+    catalog.close();
+  }
+}
 
 describe("record rules (pure)", () => {
   it("reads a record's id from the root or a top-level array's first element: text, numbers by their digits", () => {
@@ -199,6 +209,20 @@ function recoverSuite(name: string, state: () => Config["state"] | undefined) {
       await stage.run(`${type}_Deleted`);
       expect(await rows(ws, `SELECT GlobalKey FROM ${type}_Deleted`)).toEqual([["123456789"]]);
 
+      // A record stays out while any deletion file names it, and may come back once none does.
+      const deletion = (file: string) => path.join(dir, `dataset=${type}_Deleted`, COHORT, file);
+      await add(`${type}_Deleted`, `${type}_Deleted_20230714.ndjson`, again);
+      await rm(deletion(`${type}_Deleted_20230514.ndjson`));
+      await add(type, `${type}_20230801.ndjson`, again.replace("2023-06-12", "2023-08-01"));
+      expect(await stage.run(type)).toMatchObject({ records: 0, deletedByExport: 1 });
+      await rm(deletion(`${type}_Deleted_20230714.ndjson`));
+      await add(type, `${type}_20230802.ndjson`, again.replace("2023-06-12", "2023-08-02"));
+      expect(await stage.run(type)).toMatchObject({ records: 1, deletedByExport: 0 });
+      expect(await rows(ws, `SELECT GlobalKey, export_end_date FROM ${type} ORDER BY 1`)).toEqual([
+        ["123456789", "2023-08-02T00:00:00"],
+        ["987", "2023-06-12T00:00:00"],
+      ]);
+
       // A dataset's record field cannot change under its tables.
       const configFile = path.join(ws.root, CONFIG_FILE);
       const config = JSON.parse(await readFile(configFile, "utf8"));
@@ -209,6 +233,17 @@ function recoverSuite(name: string, state: () => Config["state"] | undefined) {
       await expect(new RelationalizeStage(reopened, new LocalObjectStore(dir)).run(type)).rejects.toThrow(
         /identify records by 'GlobalKey', the configuration says 'cohort'/,
       );
+    });
+
+    it("keeps a record out from the start when its deletion export arrives before the dataset", async () => {
+      const { stage, add, ws } = await setUp();
+      const type = "TestFlatDataType";
+      await add(`${type}_Deleted`, `${type}_Deleted_20230514.ndjson`);
+      expect(await stage.run(type)).toMatchObject({ filesRead: 1, records: 0, deletedByExport: 0 });
+      expect(await tables(ws)).toEqual([[type, 0]]);
+      await add(type, `${type}_20230512.ndjson`);
+      expect(await stage.run(type)).toMatchObject({ documents: 1, records: 0, deletedByExport: 1 });
+      expect(await tables(ws)).toEqual([[type, 0]]);
     });
 
     it("identifies records by a numeric field or by several fields, and rebuilds them as sent", async () => {
@@ -236,13 +271,24 @@ function recoverSuite(name: string, state: () => Config["state"] | undefined) {
         ndjson([day("2023-05-01", 100, "2023-05-02"), day("2023-05-02", 200, "2023-05-03")]),
       );
       await add("dailydata", "b.ndjson", ndjson([newest]));
+      await add("dailydata", "c.ndjson", ndjson([{ ...day("2023-05-03", 1, "2023-05-04"), _record: "mine" }]));
 
       expect(await stage.run("sleeplogs")).toMatchObject({ records: 1, deletedByExport: 1 });
       expect(await rows(ws, "SELECT LogId, typeof(LogId), export_end_date FROM sleeplogs")).toEqual([
         [101n, "BIGINT", "2023-06-01"],
       ]);
       expect(await rows(ws, "SELECT LogId, minutes FROM sleeplogs_Levels")).toEqual([[101n, 35n]]);
-      expect(await stage.run("dailydata")).toMatchObject({ documents: 3, records: 2 });
+      const daily = await stage.run("dailydata");
+      expect(daily).toMatchObject({ documents: 3, records: 2 });
+      // A document holding the column the composite id goes in is refused with a reason, not mixed up.
+      expect(daily.unreadable).toEqual([
+        {
+          key: "dataset=dailydata/cohort=adults_v1/c.ndjson",
+          line: 1,
+          message:
+            "has a field '_record', the column that holds this dataset's record id (ParticipantIdentifier + Date)",
+        },
+      ]);
       expect(await rows(ws, "SELECT Date, Steps, _record FROM dailydata ORDER BY Date")).toEqual([
         ["2023-05-01", 150n, '["P1","2023-05-01"]'],
         ["2023-05-02", 200n, '["P1","2023-05-02"]'],

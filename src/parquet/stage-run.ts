@@ -61,9 +61,9 @@ export class StageRun {
   private groups = 0;
   /** Where the records already in the tables are, as the last committed run left them. */
   private locations = new Map<string, RecordLocation>();
-  /** Records the deletion export names (all in force after this run), and those it names since this run. */
-  private readonly deleted = new Map<string, string>();
-  private readonly newlyDeleted = new Map<string, string>();
+  /** Records the deletion export names (all in force after this run), and the files naming them since this run. */
+  private readonly deleted = new Set<string>();
+  private readonly newlyDeleted: Array<{ record: string; jsonKey: string }> = [];
   /**
    * Whether DuckDB may read documents itself: not where newest-by values or deletions decide per document,
    * nor for a key of several fields (DuckDB reads a record id from one string field).
@@ -90,8 +90,8 @@ export class StageRun {
     const { ws, dataset, json, report } = this.o;
     this.locations = await ws.state.relationalize.records(dataset);
     const stale = new Set([...removedDeletionKeys, ...changedDeletions.map(([key]) => key)]);
-    for (const [record, key] of await ws.state.relationalize.deletedRecords(dataset)) {
-      if (!stale.has(key)) this.deleted.set(record, key);
+    for (const { record, jsonKey } of await ws.state.relationalize.deletedRecords(dataset)) {
+      if (!stale.has(jsonKey)) this.deleted.add(record);
     }
     for (const [key] of changedDeletions) {
       report.filesRead++;
@@ -103,8 +103,8 @@ export class StageRun {
         if (parsed === BLANK || parsed instanceof Error) continue;
         const record = recordKeyOf(parsed.document, this.o.rules.key);
         if (record === undefined) continue;
-        this.deleted.set(record, key);
-        this.newlyDeleted.set(record, key);
+        this.deleted.add(record);
+        this.newlyDeleted.push({ record, jsonKey: key });
       }
     }
     return [...stale];
@@ -335,8 +335,9 @@ export class StageRun {
     if (parsed === BLANK) return;
     const { report, relationalizer } = this.o;
     const lineNumber = async () => (typeof line === "number" ? line : line());
-    if (parsed instanceof Error) {
-      report.unreadable.push({ key, line: await lineNumber(), message: parsed.message });
+    const refused = parsed instanceof Error ? parsed.message : this.refusal(parsed.document);
+    if (refused !== undefined || parsed instanceof Error) {
+      report.unreadable.push({ key, line: await lineNumber(), message: String(refused) });
       return;
     }
     report.documents++;
@@ -347,6 +348,16 @@ export class StageRun {
     relationalizer.add(parsed.document, { recordKey, partition: partitionOf(key) });
     this.noteRecord(recordKey, key, order);
     if (relationalizer.pendingRows >= this.settings.batchRows) await this.writeBatch();
+  }
+
+  /** Why a document cannot be taken although it is JSON: one that holds the column a composite record id goes in. */
+  private refusal(document: unknown): string | undefined {
+    const { key, recordField } = this.o.rules;
+    if (key.length === 1) return undefined;
+    const root = Array.isArray(document) ? document[0] : document;
+    return typeof root === "object" && root !== null && Object.hasOwn(root, recordField)
+      ? `has a field '${recordField}', the column that holds this dataset's record id (${key.join(" + ")})`
+      : undefined;
   }
 
   private async relationalizeFile(key: string, content: Buffer | null): Promise<void> {

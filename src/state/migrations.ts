@@ -300,13 +300,14 @@ export const migrations: Record<string, Migration> = {
     async up(db: Kysely<unknown>) {
       // The newest-by values of the version of a record in the tables (JSON text), for datasets that order by them.
       await db.schema.alterTable("parquet_records").addColumn("record_order", "text").execute();
-      // Records a deletion export names: removed from the dataset's tables and kept out while the export stays.
+      // Records a deletion export names, one row per file naming each: removed from the dataset's tables and
+      // kept out while any of those files stays.
       await db.schema
         .createTable("deleted_records")
         .addColumn("dataset", "text", (c) => c.notNull())
         .addColumn("record_id", "text", (c) => c.notNull())
         .addColumn("json_key", "text", (c) => c.notNull())
-        .addPrimaryKeyConstraint("deleted_records_pk", ["dataset", "record_id"])
+        .addPrimaryKeyConstraint("deleted_records_pk", ["dataset", "record_id", "json_key"])
         .execute();
     },
   },

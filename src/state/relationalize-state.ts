@@ -24,8 +24,8 @@ export interface RunCommit {
   removedKeys: string[];
   records: Map<string, RecordLocation>;
   removedRecords: string[];
-  /** Records the dataset's deletion export now names, each with the export file naming it. */
-  deletedRecords: Map<string, string>;
+  /** Records the dataset's deletion export now names, each with an export file naming it. */
+  deletedRecords: Array<{ record: string; jsonKey: string }>;
   /** Deletion export files that are gone: the records they named may come back. */
   removedDeletionKeys: string[];
   summary: unknown;
@@ -68,10 +68,10 @@ export class RelationalizeState {
     );
   }
 
-  /** Records the dataset's deletion export names, each with the export file naming it. */
-  async deletedRecords(dataset: string): Promise<Map<string, string>> {
+  /** Records the dataset's deletion export names, each with every export file naming it. */
+  async deletedRecords(dataset: string): Promise<Array<{ record: string; jsonKey: string }>> {
     const rows = await this.db.selectFrom("deleted_records").selectAll().where("dataset", "=", dataset).execute();
-    return new Map(rows.map((r) => [r.record_id, r.json_key]));
+    return rows.map((r) => ({ record: r.record_id, jsonKey: r.json_key }));
   }
 
   /** Runs that started but never committed (the process died): their files are to be removed. */
@@ -196,13 +196,11 @@ export class RelationalizeState {
       for (const keys of chunks(commit.removedDeletionKeys)) {
         await trx.deleteFrom("deleted_records").where("dataset", "=", dataset).where("json_key", "in", keys).execute();
       }
-      for (const part of chunks([...commit.deletedRecords])) {
+      for (const part of chunks(commit.deletedRecords)) {
         await trx
           .insertInto("deleted_records")
-          .values(part.map(([record, jsonKey]) => ({ dataset, record_id: record, json_key: jsonKey })))
-          .onConflict((oc) =>
-            oc.columns(["dataset", "record_id"]).doUpdateSet((eb) => ({ json_key: eb.ref("excluded.json_key") })),
-          )
+          .values(part.map((d) => ({ dataset, record_id: d.record, json_key: d.jsonKey })))
+          .onConflict((oc) => oc.doNothing())
           .execute();
       }
       await trx
