@@ -35,6 +35,7 @@ const RECOVER_RULES = {
         {
           key: ["GlobalKey"],
           newestBy: ["InsertedDate", "export_end_date"],
+          countBy: "export_end_date",
           ...(type === "TestFlatDataType" ? { deletedBy: "TestFlatDataType_Deleted" } : {}),
         },
       ]),
@@ -150,6 +151,11 @@ function recoverSuite(name: string, state: () => Config["state"] | undefined) {
         await add(type, `${type}_20230512.ndjson`);
         const report = await stage.run(type);
         expect(report).toMatchObject({ documents: 2, records: 1, older: 1, typedDocuments: 0 });
+        // Per export, as recover stores its counts: the older export was read and not written.
+        expect(report.counts).toEqual([
+          { value: "2023-05-12T00:00:00", read: 1, older: 1, deletedByExport: 0, written: 0 },
+          { value: "2023-06-12T00:00:00", read: 1, older: 0, deletedByExport: 0, written: 1 },
+        ]);
       }
       expect(
         await rows(ws, "SELECT GlobalKey, export_end_date, InsertedDate, cohort FROM TestFlatInsertedDateDataType"),
@@ -190,7 +196,7 @@ function recoverSuite(name: string, state: () => Config["state"] | undefined) {
       // The deletion export alone makes the dataset due: its record leaves the tables and the lake.
       await add(`${type}_Deleted`, `${type}_Deleted_20230514.ndjson`);
       const removal = await stage.run(type);
-      expect(removal).toMatchObject({ filesRead: 1, documents: 0, deletedByExport: 1 });
+      expect(removal).toMatchObject({ filesRead: 1, documents: 0, deletedByExport: 1, counts: [] });
       expect(await rows(ws, `SELECT count(*) FROM ${type}`)).toEqual([[0n]]);
       expect((await lake.query(principal, `SELECT count(*) FROM ${type}`)).rows).toEqual([[0n]]);
       expect(await stage.run(type)).toMatchObject({ runId: null });
@@ -202,7 +208,10 @@ function recoverSuite(name: string, state: () => Config["state"] | undefined) {
         `${type}_20230712.ndjson`,
         `${again.replace("2023-06-12", "2023-07-12")}${again.replace("123456789", "987")}`,
       );
-      expect(await stage.run(type)).toMatchObject({ documents: 2, records: 1, deletedByExport: 1 });
+      expect((await stage.run(type)).counts).toEqual([
+        { value: "2023-06-12T00:00:00", read: 1, older: 0, deletedByExport: 0, written: 1 },
+        { value: "2023-07-12T00:00:00", read: 1, older: 0, deletedByExport: 1, written: 0 },
+      ]);
       expect(await rows(ws, `SELECT GlobalKey FROM ${type}`)).toEqual([["987"]]);
 
       // The deletion dataset is a dataset of its own too.

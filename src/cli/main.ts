@@ -222,6 +222,11 @@ export function buildProgram(): Command {
           if (r.older > 0)
             console.log(`  ${r.older} older versions of records in the tables were not written (newestBy)`);
           if (r.deletedByExport > 0) console.log(`  ${r.deletedByExport} removed or kept out by the deletion export`);
+          for (const c of r.counts) {
+            console.log(
+              `  ${c.value ?? "(none)"}: ${c.read} read, ${c.older} older, ${c.deletedByExport} deleted, ${c.written} written`,
+            );
+          }
           for (const c of r.conflicts) {
             console.log(
               `  type conflict: ${c.table}.${c.column} held ${c.kinds.join(" and ")}; stored as ${c.resolvedAs}`,

@@ -94,6 +94,11 @@ const DatasetRules = z.object({
    * field ignored) from this dataset's tables, and keeps it out when it arrives again later.
    */
   deletedBy: z.string().min(1).optional(),
+  /**
+   * A root field (recover: `export_end_date`) whose values each run's summary counts documents by: read,
+   * older than the version in the tables, kept out by the deletion export, and written.
+   */
+  countBy: z.string().min(1).optional(),
 });
 export type DatasetRules = z.infer<typeof DatasetRules>;
 
@@ -266,6 +271,7 @@ export interface EffectiveDatasetRules {
   recordField: string;
   newestBy: string[];
   deletedBy: string | undefined;
+  countBy: string | undefined;
 }
 
 /** The record column of datasets whose records are identified by several fields. */
@@ -281,6 +287,7 @@ export function datasetRules(settings: Config["relationalize"], dataset: string)
     recordField: key.length === 1 ? (key[0] as string) : COMPOSITE_RECORD_FIELD,
     newestBy: own?.newestBy ?? [],
     deletedBy: own?.deletedBy,
+    countBy: own?.countBy,
   };
 }
 

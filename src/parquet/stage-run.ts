@@ -11,7 +11,7 @@ import { fitsSchema, representative, type Structure } from "../relationalize/str
 import type { Bookmark, RecordLocation } from "../state/relationalize-state.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import type { Workspace } from "../workspace/workspace.js";
-import type { RelationalizeReport, TableReport } from "./stage.js";
+import type { CountsByValue, RelationalizeReport, TableReport } from "./stage.js";
 import { type BatchFile, DUCKDB_READS_FROM, type LeftDocument, TypedBatch } from "./typed-batch.js";
 import { copyToParquet, listParquet, removeRecords, type WrittenFile, writeParquet } from "./writer.js";
 
@@ -65,20 +65,25 @@ export class StageRun {
   private readonly deleted = new Set<string>();
   private readonly newlyDeleted: Array<{ record: string; jsonKey: string }> = [];
   /**
-   * Whether DuckDB may read documents itself: not where newest-by values or deletions decide per document,
-   * nor for a key of several fields (DuckDB reads a record id from one string field).
+   * Whether DuckDB may read documents itself: not where newest-by values, deletions or counts are kept per
+   * document, nor for a key of several fields (DuckDB reads a record id from one string field).
    */
   private readonly typed: boolean;
+  /** With `countBy`: each value's counts, and the value of the document each record was written from. */
+  private readonly counts = new Map<string | null, CountsByValue>();
+  private readonly countedValueOf = new Map<string, string | null>();
 
   constructor(private readonly o: StageRunOptions) {
     this.settings = o.ws.config.relationalize;
     this.staging = path.join(o.parquetRoot, "_staging", o.runId);
     this.schema = o.previous;
+    const { key, newestBy, deletedBy, countBy } = o.rules;
     this.typed =
       this.settings.typed &&
-      o.rules.key.length === 1 &&
-      o.rules.newestBy.length === 0 &&
-      o.rules.deletedBy === undefined;
+      key.length === 1 &&
+      newestBy.length === 0 &&
+      deletedBy === undefined &&
+      countBy === undefined;
   }
 
   /**
@@ -147,6 +152,11 @@ export class StageRun {
     await this.writeBatch();
     await this.writing;
     this.o.report.records = this.records.size;
+    for (const record of this.records.keys()) {
+      const value = this.countedValueOf.get(record);
+      if (value !== undefined) this.countsOf(value).written++;
+    }
+    this.o.report.counts = [...this.counts.values()].sort((a, b) => compareOrder([a.value], [b.value]));
   }
 
   /**
@@ -293,17 +303,28 @@ export class StageRun {
    * Whether a document is to be written: not when the deletion export names its record, nor when the
    * record's version in the tables (or met earlier in this run) is newer by the dataset's newest-by fields.
    */
-  private admits(recordKey: string, order: RecordOrder | null): boolean {
+  private admits(recordKey: string, order: RecordOrder | null, counted: CountsByValue | undefined): boolean {
     if (this.deleted.has(recordKey)) {
       this.o.report.deletedByExport++;
+      if (counted) counted.deletedByExport++;
       return false;
     }
     const known = (this.records.get(recordKey) ?? this.locations.get(recordKey))?.order;
     if (order && known && compareOrder(order, known) < 0) {
       this.o.report.older++;
+      if (counted) counted.older++;
       return false;
     }
     return true;
+  }
+
+  private countsOf(value: string | null): CountsByValue {
+    let counts = this.counts.get(value);
+    if (!counts) {
+      counts = { value, read: 0, older: 0, deletedByExport: 0, written: 0 };
+      this.counts.set(value, counts);
+    }
+    return counts;
   }
 
   /**
@@ -341,12 +362,16 @@ export class StageRun {
       return;
     }
     report.documents++;
-    const { key: fields, newestBy } = this.o.rules;
+    const { key: fields, newestBy, countBy } = this.o.rules;
     const recordKey = recordKeyOf(parsed.document, fields) ?? `${key}#${await lineNumber()}`;
     const order = newestBy.length > 0 ? orderOf(parsed.document, newestBy) : null;
-    if (!this.admits(recordKey, order)) return;
+    const countedValue = countBy === undefined ? undefined : (orderOf(parsed.document, [countBy])[0] ?? null);
+    const counted = countedValue === undefined ? undefined : this.countsOf(countedValue);
+    if (counted) counted.read++;
+    if (!this.admits(recordKey, order, counted)) return;
     relationalizer.add(parsed.document, { recordKey, partition: partitionOf(key) });
     this.noteRecord(recordKey, key, order);
+    if (countedValue !== undefined) this.countedValueOf.set(recordKey, countedValue);
     if (relationalizer.pendingRows >= this.settings.batchRows) await this.writeBatch();
   }
 

@@ -38,10 +38,21 @@ export interface RelationalizeReport {
   deletedByExport: number;
   /** Documents not written because their record's version in the tables is newer by `newestBy`. */
   older: number;
+  /** With the dataset's `countBy` field: the documents of each of its values, by what became of them. */
+  counts: CountsByValue[];
   /** JSON lines that could not be read, each with its key and line number. */
   unreadable: Array<{ key: string; line: number; message: string }>;
   tables: TableReport[];
   conflicts: TypeConflict[];
+}
+
+export interface CountsByValue {
+  /** The `countBy` field's value as text (null where a document has none). */
+  value: string | null;
+  read: number;
+  older: number;
+  deletedByExport: number;
+  written: number;
 }
 
 const DATASET_PREFIX = "dataset=";
@@ -86,6 +97,7 @@ export class RelationalizeStage {
       deleted: 0,
       deletedByExport: 0,
       older: 0,
+      counts: [],
       unreadable: [],
       tables: [],
       conflicts: [],
