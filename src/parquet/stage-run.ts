@@ -64,10 +64,7 @@ export class StageRun {
   /** Records the deletion export names (all in force after this run), and the files naming them since this run. */
   private readonly deleted = new Set<string>();
   private readonly newlyDeleted: Array<{ record: string; jsonKey: string }> = [];
-  /**
-   * Whether DuckDB may read documents itself: not where newest-by values, deletions or counts are kept per
-   * document, nor for a key of several fields (DuckDB reads a record id from one string field).
-   */
+  /** Whether DuckDB may read documents itself: not for a key of several fields (it reads one string field). */
   private readonly typed: boolean;
   /** With `countBy`: each value's counts, and the value of the document each record was written from. */
   private readonly counts = new Map<string | null, CountsByValue>();
@@ -77,13 +74,7 @@ export class StageRun {
     this.settings = o.ws.config.relationalize;
     this.staging = path.join(o.parquetRoot, "_staging", o.runId);
     this.schema = o.previous;
-    const { key, newestBy, deletedBy, countBy } = o.rules;
-    this.typed =
-      this.settings.typed &&
-      key.length === 1 &&
-      newestBy.length === 0 &&
-      deletedBy === undefined &&
-      countBy === undefined;
+    this.typed = this.settings.typed && o.rules.key.length === 1;
   }
 
   /**
@@ -375,6 +366,30 @@ export class StageRun {
     if (relationalizer.pendingRows >= this.settings.batchRows) await this.writeBatch();
   }
 
+  /** The root fields the dataset's rules read from each document: `newestBy`'s, then `countBy`. */
+  private ruleFields(): string[] {
+    const { newestBy, countBy } = this.o.rules;
+    return [...newestBy, ...(countBy === undefined ? [] : [countBy])];
+  }
+
+  /**
+   * The typed documents the dataset's rules must weigh one by one, taken off the typed way for JavaScript:
+   * all of them when a field the rules read is not text in this batch; else those of records with several
+   * documents here, named by the deletion export, or (with `newestBy`) already written. The rest are new
+   * records of one document each, which the rules let through as they are.
+   */
+  private async weighed(typed: TypedBatch): Promise<LeftDocument[]> {
+    const { newestBy, deletedBy, countBy } = this.o.rules;
+    if (newestBy.length === 0 && deletedBy === undefined && countBy === undefined) return [];
+    const records = (await typed.records()) ?? [];
+    if ((await typed.records(this.ruleFields())) === undefined) return typed.move(records.map((r) => r.record));
+    const known = (record: string) => this.records.has(record) || this.locations.has(record);
+    const weigh = records
+      .map((r) => r.record)
+      .filter((record) => this.deleted.has(record) || (newestBy.length > 0 && known(record)));
+    return typed.move([...new Set([...(await typed.repeatedRecords()), ...weigh])]);
+  }
+
   /** Why a document cannot be taken although it is JSON: one that holds the column a composite record id goes in. */
   private refusal(document: unknown): string | undefined {
     const { key, recordField } = this.o.rules;
@@ -425,6 +440,7 @@ export class StageRun {
         return result === BLANK || result instanceof Error ? undefined : recordKeyOf(result.document, this.o.rules.key);
       };
       await viaJs(await typed.leftDocuments(recordOf));
+      await viaJs(await this.weighed(typed));
       const classes = typed.typedClasses;
       for (const c of classes) relationalizer.observe(representative(c), { recordKey: OBSERVED });
       await this.writeBatch();
@@ -440,7 +456,19 @@ export class StageRun {
       const typedDocuments = await typed.documents();
       report.documents += typedDocuments;
       report.typedDocuments += typedDocuments;
-      for (const { record, file } of await typed.records()) this.noteRecord(record, (files[file] as BatchFile).key);
+      const { newestBy, countBy } = this.o.rules;
+      for (const { record, file, values } of (await typed.records(this.ruleFields())) ?? []) {
+        this.noteRecord(
+          record,
+          (files[file] as BatchFile).key,
+          newestBy.length > 0 ? values.slice(0, newestBy.length) : null,
+        );
+        if (countBy !== undefined) {
+          const value = values[newestBy.length] ?? null;
+          this.countsOf(value).read++;
+          this.countedValueOf.set(record, value);
+        }
+      }
       const schema = this.finalSchema();
       const selects = typed.selects(schema);
       const prefix = `${runId}_b${this.batch}`;

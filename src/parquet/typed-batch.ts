@@ -271,7 +271,7 @@ export class TypedBatch {
   }
 
   /** Takes every typed document of these records off the typed way, and returns them in order. */
-  private async move(records: readonly string[]): Promise<LeftDocument[]> {
+  async move(records: readonly string[]): Promise<LeftDocument[]> {
     if (records.length === 0) return [];
     const moving = this.table("moving");
     await this.connection.run(`CREATE OR REPLACE TEMP TABLE ${moving} (rec VARCHAR)`);
@@ -326,13 +326,36 @@ export class TypedBatch {
     return documents;
   }
 
-  /** The typed documents' records, with the file each came from, in order. */
-  async records(): Promise<Array<{ record: string; file: number }>> {
+  /**
+   * The typed documents' records, with the file each came from and the text of some root fields (null
+   * where missing), in order. Undefined when one of those fields is not text in this batch: DuckDB would
+   * write a number or boolean otherwise than JavaScript does, so the caller reads them the JavaScript way.
+   */
+  async records(
+    fields: readonly string[] = [],
+  ): Promise<Array<{ record: string; file: number; values: Array<string | null> }> | undefined> {
+    if (this.plan === null) return [];
+    const row = rowStructure(this.plan) ?? {};
+    if (fields.some((f) => f in row && row[f] !== "VARCHAR")) return undefined;
+    const root = Array.isArray(this.plan) ? "j[1]" : "j";
+    const values = fields.map((f) => (f in row ? `struct_extract(${root}, ${literal(f)})` : "NULL::VARCHAR"));
+    const rows = await this.connection.runAndReadAll(
+      `SELECT rec, file${values.map((v) => `, ${v}`).join("")} FROM ${this.table("meta")} WHERE seq IN (SELECT seq FROM ${this.table("keep")}) ORDER BY seq`,
+    );
+    return rows.getRowsJS().map(([record, file, ...rest]) => ({
+      record: String(record),
+      file: Number(file),
+      values: rest.map((v) => (v === null || v === undefined ? null : String(v))),
+    }));
+  }
+
+  /** Records with more than one typed document in this batch. */
+  async repeatedRecords(): Promise<string[]> {
     if (this.plan === null) return [];
     const rows = await this.connection.runAndReadAll(
-      `SELECT rec, file FROM ${this.table("meta")} WHERE seq IN (SELECT seq FROM ${this.table("keep")}) ORDER BY seq`,
+      `SELECT rec FROM ${this.table("meta")} WHERE seq IN (SELECT seq FROM ${this.table("typed")}) GROUP BY rec HAVING count(*) > 1`,
     );
-    return rows.getRowsJS().map(([record, file]) => ({ record: String(record), file: Number(file) }));
+    return rows.getRowsJS().map(([record]) => String(record));
   }
 
   /** How many documents the typed way read (older copies of a record it kept included). */
