@@ -1,22 +1,14 @@
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { DateTime } from "luxon";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { Config } from "../src/config/config.js";
 import { readParticipants } from "../src/export/participants.js";
 import { planExport, schemaOf, selectionOf, yesterday } from "../src/export/plan.js";
 import { parseExportRequest } from "../src/export/request.js";
 import { Intake } from "../src/intake/intake.js";
 import { writeBatch } from "../src/synth/generate.js";
-import {
-  dropSchema,
-  makeWorkspace,
-  POSTGRES_URL,
-  postgresAvailable,
-  type TestWorkspace,
-  tempDir,
-  uniqueSchema,
-} from "./support/workspace.js";
+import { POSTGRES_URL, postgresAvailable, tempDir, uniqueSchema, workspacePerTest } from "./support/workspace.js";
 
 const pgReady = await postgresAvailable();
 const SCOPES = ["no_sharing", "sponsors_and_partners", "all_qualified_researchers"];
@@ -55,20 +47,10 @@ describe("export selection", () => {
 
 function planSuite(name: string, state: () => Config["state"] | undefined) {
   describe(`export plan on ${name}`, () => {
-    let t: TestWorkspace | undefined;
-    let stateConfig: Config["state"] | undefined;
-    afterEach(async () => {
-      await t?.cleanup();
-      if (stateConfig?.kind === "postgres") await dropSchema(stateConfig.schema);
-      t = undefined;
-    });
+    const workspace = workspacePerTest(state);
 
     it("applies each participant's current scope, the whitelists and the studies configured, and counts it all", async () => {
-      stateConfig = state();
-      t = await makeWorkspace({
-        ...(stateConfig ? { state: stateConfig } : {}),
-        export: { timezone: "America/Los_Angeles", studies: ["s1", "s2"] },
-      });
+      const t = await workspace({ export: { timezone: "America/Los_Angeles", studies: ["s1", "s2"] } });
       // Three studies (s3 is not configured for export), every upload-time scope, a spread of upload days.
       const uploads: Array<{ recordId: string; study: string; scope: string; healthCode: string; uploadedOn: string }> =
         [];

@@ -11,7 +11,6 @@ import { compareOrder, orderOf, recordKeyOf } from "../src/relationalize/records
 import { LocalObjectStore } from "../src/storage/object-store.js";
 import { prng } from "../src/synth/generate.js";
 import {
-  dropSchema,
   FIXTURES,
   makeWorkspace,
   POSTGRES_URL,
@@ -20,6 +19,7 @@ import {
   type TestWorkspace,
   tempDir,
   uniqueSchema,
+  workspacePerTest,
 } from "./support/workspace.js";
 
 const pgReady = await postgresAvailable();
@@ -117,18 +117,11 @@ describe("record rules (pure)", () => {
 
 function recoverSuite(name: string, state: () => Config["state"] | undefined) {
   describe(`recover's rules on ${name}`, () => {
-    let t: TestWorkspace | undefined;
-    let stateConfig: Config["state"] | undefined;
-    afterEach(async () => {
-      await t?.cleanup();
-      if (stateConfig?.kind === "postgres") await dropSchema(stateConfig.schema);
-      t = undefined;
-    });
+    const workspace = workspacePerTest(state);
 
     /** A JSON store laid out as intake would (dataset=/cohort=/file), and a way to add an export to it. */
     async function setUp() {
-      stateConfig = state();
-      t = await makeWorkspace({ ...(stateConfig ? { state: stateConfig } : {}), relationalize: RECOVER_RULES });
+      const t = await workspace({ relationalize: RECOVER_RULES });
       const dir = await tempDir();
       const stage = new RelationalizeStage(t.ws, new LocalObjectStore(dir));
       let clock = Date.now() / 1000 - 3600;
@@ -141,7 +134,7 @@ function recoverSuite(name: string, state: () => Config["state"] | undefined) {
         clock += 60;
         await utimes(target, clock, clock);
       };
-      return { stage, add, ws: t.ws, dir };
+      return { stage, add, ws: t.ws, dir, t };
     }
 
     it("keeps the newest InsertedDate, then export_end_date, per index, and children follow their record", async () => {
@@ -182,7 +175,7 @@ function recoverSuite(name: string, state: () => Config["state"] | undefined) {
     });
 
     it("removes the records a deletion export names, ignoring dates, and keeps them out when they come again", async () => {
-      const { stage, add, ws, dir } = await setUp();
+      const { stage, add, ws, dir, t } = await setUp();
       const type = "TestFlatDataType";
       await add(type, `${type}_20230512.ndjson`);
       await add(type, `${type}_20230612.ndjson`);
@@ -238,7 +231,7 @@ function recoverSuite(name: string, state: () => Config["state"] | undefined) {
       const config = JSON.parse(await readFile(configFile, "utf8"));
       config.relationalize.datasets[type].key = ["cohort"];
       await writeFile(configFile, JSON.stringify(config));
-      const reopened = await (t as TestWorkspace).reopen();
+      const reopened = await t.reopen();
       await add(type, `${type}_20230812.ndjson`, again);
       await expect(new RelationalizeStage(reopened, new LocalObjectStore(dir)).run(type)).rejects.toThrow(
         /identify records by 'GlobalKey', the configuration says 'cohort'/,

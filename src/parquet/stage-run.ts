@@ -282,7 +282,14 @@ export class StageRun {
     this.tableReports.set(table, entry);
   }
 
-  private noteRecord(recordKey: string, key: string, order: RecordOrder | null = null): void {
+  /** `counted`: the record's `countBy` value (undefined without `countBy`). */
+  private noteRecord(
+    recordKey: string,
+    key: string,
+    order: RecordOrder | null = null,
+    counted: string | null | undefined = undefined,
+  ): void {
+    if (counted !== undefined) this.countedValueOf.set(recordKey, counted);
     const earlier = this.batchOf.get(recordKey);
     if (earlier !== undefined && earlier < this.batch)
       this.rewrittenInRun.set(earlier, [...(this.rewrittenInRun.get(earlier) ?? []), recordKey]);
@@ -361,8 +368,7 @@ export class StageRun {
     if (counted) counted.read++;
     if (!this.admits(recordKey, order, counted)) return;
     relationalizer.add(parsed.document, { recordKey, partition: partitionOf(key) });
-    this.noteRecord(recordKey, key, order);
-    if (countedValue !== undefined) this.countedValueOf.set(recordKey, countedValue);
+    this.noteRecord(recordKey, key, order, countedValue);
     if (relationalizer.pendingRows >= this.settings.batchRows) await this.writeBatch();
   }
 
@@ -381,8 +387,8 @@ export class StageRun {
   private async weighed(typed: TypedBatch): Promise<LeftDocument[]> {
     const { newestBy, deletedBy, countBy } = this.o.rules;
     if (newestBy.length === 0 && deletedBy === undefined && countBy === undefined) return [];
-    const records = (await typed.records()) ?? [];
-    if ((await typed.records(this.ruleFields())) === undefined) return typed.move(records.map((r) => r.record));
+    const records = await typed.records(this.ruleFields());
+    if (records === undefined) return typed.move(((await typed.records()) ?? []).map((r) => r.record));
     const known = (record: string) => this.records.has(record) || this.locations.has(record);
     const weigh = records
       .map((r) => r.record)
@@ -458,16 +464,10 @@ export class StageRun {
       report.typedDocuments += typedDocuments;
       const { newestBy, countBy } = this.o.rules;
       for (const { record, file, values } of (await typed.records(this.ruleFields())) ?? []) {
-        this.noteRecord(
-          record,
-          (files[file] as BatchFile).key,
-          newestBy.length > 0 ? values.slice(0, newestBy.length) : null,
-        );
-        if (countBy !== undefined) {
-          const value = values[newestBy.length] ?? null;
-          this.countsOf(value).read++;
-          this.countedValueOf.set(record, value);
-        }
+        const counted = countBy === undefined ? undefined : (values[newestBy.length] ?? null);
+        if (counted !== undefined) this.countsOf(counted).read++;
+        const order = newestBy.length > 0 ? values.slice(0, newestBy.length) : null;
+        this.noteRecord(record, (files[file] as BatchFile).key, order, counted);
       }
       const schema = this.finalSchema();
       const selects = typed.selects(schema);

@@ -4,7 +4,8 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
-import { CONFIG_FILE, type ConfigInput } from "../../src/config/config.js";
+import { afterEach } from "vitest";
+import { CONFIG_FILE, type ConfigInput, type StateConfig } from "../../src/config/config.js";
 import { Catalog } from "../../src/parquet/catalog.js";
 import { openWorkspace, type Workspace } from "../../src/workspace/workspace.js";
 
@@ -92,6 +93,28 @@ export async function postgresAvailable(): Promise<boolean> {
 /** A fresh PostgreSQL schema name for one test suite, so suites never see each other's rows. */
 export function uniqueSchema(): string {
   return `studylake_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+}
+
+/**
+ * For a suite that runs on each state store: a function that makes the current test's workspace on the state
+ * `state()` gives (the default SQLite when undefined); after each test it is closed and removed, and its
+ * PostgreSQL schema dropped.
+ */
+export function workspacePerTest(
+  state: () => StateConfig | undefined,
+): (overrides?: Partial<ConfigInput>) => Promise<TestWorkspace> {
+  let current: { t: TestWorkspace; state: StateConfig | undefined } | undefined;
+  afterEach(async () => {
+    await current?.t.cleanup();
+    if (current?.state?.kind === "postgres") await dropSchema(current.state.schema);
+    current = undefined;
+  });
+  return async (overrides = {}) => {
+    const config = state();
+    const t = await makeWorkspace({ ...(config ? { state: config } : {}), ...overrides });
+    current = { t, state: config };
+    return t;
+  };
 }
 
 export async function dropSchema(schema: string): Promise<void> {
