@@ -3,13 +3,14 @@
  * samples; survey-like documents with nested answers) in the two layouts the stage sees (large NDJSON files;
  * one small file per record, as intake writes), then times in one process:
  *   (a) studylake relationalizing them to Parquet (incremental run, all tables, lossless keys, type report)
- *   (b) DuckDB alone: read_json + unnest + COPY … TO Parquet (root and child tables)
+ *   (b) DuckDB alone: read_json + unnest + COPY … TO Parquet (root and child tables), taking the partition
+ *       fields from the documents as studylake does (not from the folder names: hive_partitioning = false)
  *   (b') the same, writing what (a) writes: tables partitioned by assessmentid/year/month/day, child rows
  *        carrying the record id and the partition fields
  *   (c) JSON.parse alone over the same bytes
  * and prints MB/s, rows/s, the ratio a/b, and peak RSS, at two sizes.
  *
- *   npm run bench:relationalize -- [scale]     (default 1)
+ *   npm run bench:relationalize -- [scale] [groupMB]     (default 1, and relationalize.groupBytes' default)
  */
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -23,6 +24,7 @@ import { initWorkspace } from "../src/workspace/init.js";
 import { openWorkspace } from "../src/workspace/workspace.js";
 
 const scale = Number(process.argv[2] ?? 1);
+const groupBytes = process.argv[3] === undefined ? undefined : Number(process.argv[3]) * 1024 * 1024;
 let peakRss = 0;
 const sampler = setInterval(() => {
   peakRss = Math.max(peakRss, process.memoryUsage().rss);
@@ -117,7 +119,8 @@ async function main(): Promise<void> {
     const ws = path.join(base, "ws");
     await initWorkspace(ws);
     const config = JSON.parse(await readFile(path.join(ws, CONFIG_FILE), "utf8"));
-    await writeFile(path.join(ws, CONFIG_FILE), JSON.stringify({ ...config, fsyncRaw: false }));
+    const relationalize = { ...config.relationalize, ...(groupBytes === undefined ? {} : { groupBytes }) };
+    await writeFile(path.join(ws, CONFIG_FILE), JSON.stringify({ ...config, fsyncRaw: false, relationalize }));
     const workspace = await openWorkspace(ws);
     const stage = new RelationalizeStage(workspace, new LocalObjectStore(input));
     global.gc?.();
@@ -134,7 +137,7 @@ async function main(): Promise<void> {
     // (b) DuckDB: read_json → root table and unnested child tables → Parquet.
     const out = path.join(base, "duck");
     await mkdir(out, { recursive: true });
-    const source = `read_json(${literal(path.join(input, "**", "*.ndjson"))}, format = 'newline_delimited')`;
+    const source = `read_json(${literal(path.join(input, "**", "*.ndjson"))}, format = 'newline_delimited', hive_partitioning = false)`;
     // Each in a fresh DuckDB, so neither reads what the other left in DuckDB's caches.
     const duckdbAlone = async (partitioned: boolean) => {
       const duck = await openDuckDB();

@@ -88,6 +88,7 @@ describe("record rules (pure)", () => {
       recordField: "recordid",
       partitionFields: [],
       batchRows: 10,
+      groupBytes: 1024,
       typed: true,
       datasets: {
         a: { key: ["GlobalKey"], newestBy: ["x"], deletedBy: "a_Deleted" },

@@ -1,4 +1,4 @@
-import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { openDuckDB } from "../src/parquet/duckdb.js";
@@ -12,6 +12,7 @@ import {
   representative,
 } from "../src/relationalize/structure.js";
 import { LocalObjectStore } from "../src/storage/object-store.js";
+import { listFiles } from "../src/storage/walk.js";
 import { prng } from "../src/synth/generate.js";
 import { FIXTURES, makeWorkspace, type TestWorkspace, tempDir } from "./support/workspace.js";
 
@@ -139,6 +140,11 @@ async function writeDataset(root: string, docs: readonly object[], layout: Layou
   }
 }
 
+/** The sizes of the files below a folder. */
+async function sizes(root: string): Promise<number[]> {
+  return Promise.all((await listFiles(root)).map(async (f) => (await stat(path.join(root, f))).size));
+}
+
 /** Every table of a workspace, as sorted rows with their column names and types. */
 async function tables(t: TestWorkspace): Promise<Record<string, { columns: string[]; rows: string[] }>> {
   const root = path.join(t.root, "parquet");
@@ -161,8 +167,8 @@ async function tables(t: TestWorkspace): Promise<Record<string, { columns: strin
   }
 }
 
-async function relationalize(input: string, typed: boolean, dataset: string, batchRows = 50_000) {
-  const t = await makeWorkspace({ relationalize: { typed, batchRows } as never });
+async function relationalize(input: string, typed: boolean, dataset: string, settings: { groupBytes?: number } = {}) {
+  const t = await makeWorkspace({ relationalize: { typed, ...settings } as never });
   cleanups.push(() => t.cleanup());
   const report = await new RelationalizeStage(t.ws, new LocalObjectStore(input)).run(dataset);
   return { t, report };
@@ -208,6 +214,33 @@ describe("the typed way (DuckDB reads and relationalizes)", () => {
       expect(await tables(typed.t)).toEqual(await tables(plain.t));
     });
   }
+
+  it("reads in groups of at most relationalize.groupBytes, with the same tables, and takes a file larger than a group the JavaScript way", async () => {
+    const input = await tempDir();
+    cleanups.push(() => rm(input, { recursive: true, force: true }));
+    // Records repeat across groups, so later groups replace rows earlier ones wrote.
+    await writeDataset(input, documents(3, 300), "per-record");
+    const plain = await relationalize(input, false, "gen");
+    const oneGroup = await relationalize(input, true, "gen");
+    const small = await relationalize(input, true, "gen", { groupBytes: 8 * 1024 });
+    expect(oneGroup.report.groups).toBe(1);
+    const bytes = (await sizes(input)).reduce((sum, size) => sum + size, 0);
+    expect(small.report.groups).toBeGreaterThanOrEqual(Math.ceil(bytes / (8 * 1024)));
+    expect(small.report.typedDocuments).toBeGreaterThan(small.report.documents / 2);
+    expect(small.report.records).toBe(plain.report.records);
+    expect(await tables(small.t)).toEqual(await tables(plain.t));
+
+    const large = await tempDir();
+    cleanups.push(() => rm(large, { recursive: true, force: true }));
+    await writeDataset(large, documents(3, 100), "large ndjson");
+    const [smaller, larger] = (await sizes(large)).sort((x, y) => x - y);
+    expect(smaller).toBeLessThan(larger as number);
+    const streamed = await relationalize(large, true, "gen", { groupBytes: smaller });
+    expect(streamed.report).toMatchObject({ groups: 1, filesRead: 2 });
+    const typedLarge = await relationalize(large, true, "gen");
+    expect(streamed.report.typedDocuments).toBeLessThan(typedLarge.report.typedDocuments);
+    expect(await tables(streamed.t)).toEqual(await tables(typedLarge.t));
+  });
 
   it("gives the reference fixture datasets the same tables either way", async () => {
     const input = path.join(FIXTURES, "glue-json-datasets");

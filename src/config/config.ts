@@ -220,6 +220,16 @@ export const Config = z.object({
       /** Rows gathered before a batch is written: bounds memory whatever the input size. */
       batchRows: z.number().int().positive().default(50_000),
       /**
+       * JSON bytes DuckDB reads and relationalizes at once (the typed way): bounds memory, as DuckDB holds a
+       * group's typed documents (about ten times their JSON). A file larger than this takes the JavaScript
+       * way, line by line.
+       */
+      groupBytes: z
+        .number()
+        .int()
+        .positive()
+        .default(64 * 1024 * 1024),
+      /**
        * Let DuckDB read and relationalize the documents whose structure says everything about them (most
        * documents; see src/parquet/typed-batch.ts); the rest, or everything when false, is parsed in JavaScript.
        * Both give the same tables.
@@ -232,6 +242,7 @@ export const Config = z.object({
       recordField: "recordid",
       partitionFields: ["assessmentid", "year", "month", "day"],
       batchRows: 50_000,
+      groupBytes: 64 * 1024 * 1024,
       typed: true,
       datasets: {},
     }),

@@ -17,8 +17,7 @@ import { copyToParquet, listParquet, removeRecords, type WrittenFile, writeParqu
 
 /** Files at least this large are read line by line (the JavaScript way) or by DuckDB, not whole by Node. */
 const STREAM_FROM_BYTES = 4 * 1024 * 1024;
-/** Documents DuckDB reads and relationalizes at once: bounds memory whatever the input size. */
-const GROUP_BYTES = 64 * 1024 * 1024;
+/** Files DuckDB reads and relationalizes at once, at most (their bytes are bounded by `relationalize.groupBytes`). */
 const GROUP_FILES = 20_000;
 /** The record key under which a typed structure's representative is observed (never a real record: NUL). */
 const OBSERVED = "\u0000observed";
@@ -121,23 +120,25 @@ export class StageRun {
       ([key, info]) => (info.sizeBytes < readWhole ? json.get(key) : Promise.resolve(null)),
       IO_WINDOW,
     );
+    const { groupBytes } = this.settings;
     let group: BatchFile[] = [];
-    let groupBytes = 0;
+    let bytes = 0;
     const flushGroup = async () => {
       const files = group;
       group = [];
-      groupBytes = 0;
+      bytes = 0;
       await this.relationalizeGroup(files);
     };
     for await (const [[key, info], content] of contents) {
-      if (!this.typed || (!content && (info.sizeBytes > GROUP_BYTES || !json.localPath))) {
+      if (!this.typed || (!content && (info.sizeBytes > groupBytes || !json.localPath))) {
         await flushGroup();
         await this.relationalizeFile(key, null);
         continue;
       }
+      const size = content?.length ?? info.sizeBytes;
+      if (bytes + size > groupBytes || group.length >= GROUP_FILES) await flushGroup();
       group.push({ key, content, localPath: json.localPath?.(key) });
-      groupBytes += content?.length ?? info.sizeBytes;
-      if (groupBytes >= GROUP_BYTES || group.length >= GROUP_FILES) await flushGroup();
+      bytes += size;
     }
     await flushGroup();
     await this.writeBatch();
@@ -431,6 +432,7 @@ export class StageRun {
         return;
       }
       report.filesRead += files.length;
+      report.groups++;
       this.plan = typed.readWith ?? this.plan;
       const viaJs = async (documents: readonly LeftDocument[]) => {
         for (const document of documents) {

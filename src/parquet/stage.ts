@@ -28,6 +28,8 @@ export interface RelationalizeReport {
   documents: number;
   /** Of those, documents DuckDB read and relationalized itself (the typed way, see typed-batch.ts). */
   typedDocuments: number;
+  /** Groups of files DuckDB read for them (at most `relationalize.groupBytes` of JSON each). */
+  groups: number;
   /** Records written in this run. */
   records: number;
   /** Records that were already in the tables and were replaced by a newer upload. */
@@ -92,6 +94,7 @@ export class RelationalizeStage {
       filesRead: 0,
       documents: 0,
       typedDocuments: 0,
+      groups: 0,
       records: 0,
       replaced: 0,
       deleted: 0,
