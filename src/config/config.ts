@@ -221,8 +221,8 @@ export const Config = z.object({
       batchRows: z.number().int().positive().default(50_000),
       /**
        * JSON bytes DuckDB reads and relationalizes at once (the typed way): bounds memory, as DuckDB holds a
-       * group's typed documents (about ten times their JSON). A file larger than this takes the JavaScript
-       * way, line by line.
+       * group's typed documents (about ten times their JSON). A file larger than this is read line by line,
+       * in pieces of this size.
        */
       groupBytes: z
         .number()

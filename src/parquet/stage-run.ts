@@ -109,7 +109,8 @@ export class StageRun {
    * Relationalizes the files in upload order (oldest first). A record met again later in the run replaces
    * its earlier rows: still pending ones in the relationalizer, already written ones are taken out of that
    * batch's files by `settle`. Small files (one record each, as intake writes) are read whole, several ahead
-   * of the one being processed; large ones are read by DuckDB, or line by line when their turn comes.
+   * of the one being processed; large ones are read by DuckDB, and those larger than a group (or in a store
+   * DuckDB cannot read) line by line when their turn comes, in pieces of a group each.
    */
   async read(ordered: ReadonlyArray<readonly [string, Bookmark]>): Promise<void> {
     const { json } = this.o;
@@ -130,9 +131,14 @@ export class StageRun {
       await this.relationalizeGroup(files);
     };
     for await (const [[key, info], content] of contents) {
-      if (!this.typed || (!content && (info.sizeBytes > groupBytes || !json.localPath))) {
+      this.o.report.filesRead++;
+      if (!this.typed) {
+        await this.relationalizeFile(key, content);
+        continue;
+      }
+      if (!content && (info.sizeBytes > groupBytes || !json.localPath)) {
         await flushGroup();
-        await this.relationalizeFile(key, null);
+        await this.relationalizeInPieces(key);
         continue;
       }
       const size = content?.length ?? info.sizeBytes;
@@ -407,13 +413,39 @@ export class StageRun {
       : undefined;
   }
 
-  private async relationalizeFile(key: string, content: Buffer | null): Promise<void> {
-    this.o.report.filesRead++;
-    const lines: AsyncIterable<string> | string[] = content
-      ? content.toString("utf8").split("\n")
-      : this.o.json.lines(key);
-    let i = 0;
+  /** The JavaScript way for a whole file, or for a piece of its lines. */
+  private async relationalizeFile(key: string, content: Buffer | null, piece?: BatchFile["piece"]): Promise<void> {
+    const lines: AsyncIterable<string> | string[] =
+      piece?.lines ?? (content ? content.toString("utf8").split("\n") : this.o.json.lines(key));
+    let i = (piece?.firstLine ?? 1) - 1;
     for await (const line of lines) await this.relationalizeDocument(key, ++i, parse(line));
+  }
+
+  /**
+   * A file larger than a group (or in a store DuckDB cannot read): its lines are read here and go the typed
+   * way a group at a time, so memory stays bounded whatever the file's size.
+   */
+  private async relationalizeInPieces(key: string): Promise<void> {
+    let lines: string[] = [];
+    let bytes = 0;
+    let lineNumber = 0;
+    let firstLine = 1;
+    const flush = async () => {
+      if (lines.length > 0)
+        await this.relationalizeGroup([{ key, content: null, localPath: undefined, piece: { lines, firstLine } }]);
+      lines = [];
+      bytes = 0;
+      firstLine = lineNumber + 1;
+    };
+    for await (const line of this.o.json.lines(key)) {
+      // Characters stand for bytes: as near as the bound needs, and without encoding every line.
+      const size = line.length + 1;
+      if (lines.length > 0 && bytes + size > this.settings.groupBytes) await flush();
+      lineNumber++;
+      lines.push(line);
+      bytes += size;
+    }
+    await flush();
   }
 
   /** The typed way (typed-batch.ts) for a group of files: what it cannot take goes the JavaScript way. */
@@ -428,10 +460,9 @@ export class StageRun {
         rootFields: [...new Set(files.flatMap((f) => Object.keys(partitionOf(f.key))))],
       };
       if (!(await typed.load(files)) || !(await typed.classify(required, relationalizer.currentSchema, this.plan))) {
-        for (const file of files) await this.relationalizeFile(file.key, file.content);
+        for (const file of files) await this.relationalizeFile(file.key, file.content, file.piece);
         return;
       }
-      report.filesRead += files.length;
       report.groups++;
       this.plan = typed.readWith ?? this.plan;
       const viaJs = async (documents: readonly LeftDocument[]) => {

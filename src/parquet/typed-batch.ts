@@ -14,11 +14,15 @@ import {
 import { ident, literal } from "./duckdb.js";
 import { typedTableSelects } from "./typed-tables.js";
 
-/** A file of the batch: its key, and its text (small files) or a path DuckDB reads it from (large ones). */
+/**
+ * A file of the batch: its key, and its text (small files), a path DuckDB reads it from (large ones), or a
+ * piece of its lines (a file larger than a group, read in pieces; `firstLine` is the first one's number).
+ */
 export interface BatchFile {
   key: string;
   content: Buffer | null;
   localPath: string | undefined;
+  piece?: { lines: string[]; firstLine: number };
 }
 
 /** A document left to the JavaScript relationalizer. Line is null when DuckDB read the file (lines unknown). */
@@ -56,7 +60,8 @@ const PLAN_SAMPLE = 32;
  */
 export class TypedBatch {
   private readonly tables: string[] = [];
-  private readonly lines = new Map<number, string[]>();
+  /** The lines of the files whose text was given, and the number of the line before the first. */
+  private readonly lines = new Map<number, { lines: string[]; before: number }>();
   private plan: Structure | null = null;
   private classes: Structure[] = [];
   private readonly large: Array<{ index: number; path: string }> = [];
@@ -74,9 +79,9 @@ export class TypedBatch {
   }
 
   /**
-   * Takes in the files: small files' lines go into DuckDB from their text; larger ones DuckDB reads itself
-   * when classifying. Returns false when a large file has no local path: the caller then takes the whole
-   * group the JavaScript way.
+   * Takes in the files: small files' lines and pieces go into DuckDB from their text; larger files DuckDB
+   * reads itself when classifying. Returns false when a large file has no local path: the caller then takes
+   * the whole group the JavaScript way.
    */
   async load(files: readonly BatchFile[]): Promise<boolean> {
     const small = this.table("small");
@@ -84,13 +89,13 @@ export class TypedBatch {
     const appender = await this.connection.createAppender(`${this.name}_small`);
     let readable = true;
     files.forEach((file, index) => {
-      if (!file.content || (file.content.length >= DUCKDB_READS_FROM && file.localPath)) {
+      if (!file.piece && (!file.content || (file.content.length >= DUCKDB_READS_FROM && file.localPath))) {
         if (file.localPath) this.large.push({ index, path: file.localPath });
         else readable = false;
         return;
       }
-      const lines = file.content.toString("utf8").split("\n");
-      this.lines.set(index, lines);
+      const lines = file.piece?.lines ?? (file.content as Buffer).toString("utf8").split("\n");
+      this.lines.set(index, { lines, before: (file.piece?.firstLine ?? 1) - 1 });
       lines.forEach((line, i) => {
         if (line.trim() === "") return;
         appender.appendBigInt(BigInt(index) * FILE_SHIFT + BigInt(i));
@@ -298,16 +303,16 @@ export class TypedBatch {
     const missing = new Map<number, LeftDocument[]>();
     for (const [seq, file, text] of rows.getRowsJS()) {
       const ordinal = Number(BigInt(seq as bigint) % FILE_SHIFT);
-      const lines = this.lines.get(Number(file));
-      // Small files were split here, so the position is the line; DuckDB skipped blank lines of large ones.
+      const given = this.lines.get(Number(file));
+      // Small files and pieces were split here, so the position gives the line; DuckDB skipped blank lines of large files.
       const document: LeftDocument = {
         seq: BigInt(seq as bigint),
         file: Number(file),
         ordinal,
-        line: lines ? ordinal + 1 : null,
-        text: lines ? (lines[ordinal] ?? "") : typeof text === "string" ? text : "",
+        line: given ? given.before + ordinal + 1 : null,
+        text: given ? (given.lines[ordinal] ?? "") : typeof text === "string" ? text : "",
       };
-      if (!lines && typeof text !== "string")
+      if (!given && typeof text !== "string")
         missing.set(document.file, [...(missing.get(document.file) ?? []), document]);
       documents.push(document);
     }
