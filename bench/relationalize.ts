@@ -7,11 +7,12 @@
  *       fields from the documents as studylake does (not from the folder names: hive_partitioning = false)
  *   (b') the same, writing what (a) writes: tables partitioned by assessmentid/year/month/day, child rows
  *        carrying the record id and the partition fields
- *   (c) JSON.parse alone over the same bytes
+ *   (c) reading the files and JSON.parse alone over the same bytes
  * and prints MB/s, rows/s, the ratio a/b, and peak RSS, at two sizes.
  *
  *   npm run bench:relationalize -- [scale] [groupMB]     (default 1, and relationalize.groupBytes' default)
  */
+import { readFileSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -112,7 +113,8 @@ async function main(): Promise<void> {
 
     // (c) JSON.parse alone.
     const [parseSeconds] = await timeIt(async () => {
-      for (const f of files) for (const line of (await readFile(f, "utf8")).split("\n")) if (line) JSON.parse(line);
+      // Read synchronously: the fastest way Node reads many small files (see LocalObjectStore).
+      for (const f of files) for (const line of readFileSync(f, "utf8").split("\n")) if (line) JSON.parse(line);
     });
 
     // (a) studylake.

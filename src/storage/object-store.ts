@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { createReadStream } from "node:fs";
-import { mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
+import { createReadStream, readFileSync, statSync } from "node:fs";
+import { mkdir, open, rename, rm } from "node:fs/promises";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { listFiles } from "./walk.js";
@@ -54,7 +54,13 @@ export function checkKey(key: string): string {
 
 const TEMP_SUFFIX = ".tmp-";
 
-/** An object store on a local folder; writes go to a temporary file that is renamed into place. */
+/**
+ * An object store on a local folder; writes go to a temporary file that is renamed into place.
+ *
+ * Reads and stats are synchronous: on a local disk a small file is read in a few microseconds, while each
+ * asynchronous call makes several round trips through libuv's four threads (20,000 one-record files read in
+ * 0.2 s instead of 1.5-2.5 s with 32 `fs.promises.readFile` in flight). Datasets are mostly such files.
+ */
 export class LocalObjectStore implements ObjectStore {
   /** Folders known to exist, so that a put costs no mkdir on a warm path (datasets reuse a few folders). */
   private readonly folders = new Set<string>();
@@ -91,8 +97,8 @@ export class LocalObjectStore implements ObjectStore {
     if (options.durable) await syncDir(folder);
   }
 
-  get(key: string): Promise<Buffer> {
-    return readFile(this.localPath(key));
+  async get(key: string): Promise<Buffer> {
+    return readFileSync(this.localPath(key));
   }
 
   lines(key: string): AsyncIterable<string> {
@@ -102,7 +108,7 @@ export class LocalObjectStore implements ObjectStore {
 
   async exists(key: string): Promise<boolean> {
     try {
-      return (await stat(this.localPath(key))).isFile();
+      return statSync(this.localPath(key)).isFile();
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
       throw err;
@@ -111,7 +117,7 @@ export class LocalObjectStore implements ObjectStore {
 
   async head(key: string): Promise<ObjectInfo | undefined> {
     try {
-      const info = await stat(this.localPath(key));
+      const info = statSync(this.localPath(key));
       return info.isFile() ? { sizeBytes: info.size, modifiedMs: Math.trunc(info.mtimeMs) } : undefined;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
@@ -124,8 +130,12 @@ export class LocalObjectStore implements ObjectStore {
   }
 
   async list(prefix = ""): Promise<string[]> {
-    const keys = await listFiles(this.location, { keep: (name) => !name.includes(TEMP_SUFFIX) });
-    return keys.filter((key) => key.startsWith(prefix));
+    // Only the folder the prefix names is walked, not the whole store.
+    const folder = prefix.slice(0, prefix.lastIndexOf("/") + 1);
+    const keys = await listFiles(folder ? this.localPath(folder.slice(0, -1)) : this.location, {
+      keep: (name) => !name.includes(TEMP_SUFFIX),
+    });
+    return keys.map((key) => `${folder}${key}`).filter((key) => key.startsWith(prefix));
   }
 }
 

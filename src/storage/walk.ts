@@ -9,7 +9,7 @@ export interface WalkOptions {
   skipHiddenFolders?: boolean;
 }
 
-/** Every file below a folder, as `/`-separated paths relative to it, sorted; a missing folder has none. */
+/** Every file below a folder, as `/`-separated paths relative to it, sorted; a missing folder (or a file) has none. */
 export async function listFiles(dir: string, options: WalkOptions = {}): Promise<string[]> {
   const out: string[] = [];
   const walk = async (at: string, rel: string): Promise<void> => {
@@ -17,7 +17,9 @@ export async function listFiles(dir: string, options: WalkOptions = {}): Promise
     try {
       entries = await readdir(at, { withFileTypes: true });
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+      // A missing folder, or a file where a folder was expected, has no files below it.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT" || code === "ENOTDIR") return;
       throw err;
     }
     for (const entry of entries) {
