@@ -1,12 +1,15 @@
 import fc from "fast-check";
+import { DateTime } from "luxon";
+import sanitizeHtml from "sanitize-html";
 import { describe, expect, it } from "vitest";
+import { Config } from "../src/config/config.js";
 import { type Column, canChange, mergeColumns, widen } from "../src/export/columns.js";
 import { effectiveScope, filterRecord, parseScope, type SharingMode, type SharingScope } from "../src/export/filter.js";
 import { inferFields } from "../src/export/infer.js";
 import { ExportMetrics } from "../src/export/metrics.js";
 import { parseExportRequest } from "../src/export/request.js";
 import { columnsOf, parseTimestamp, sanitize, serializeField } from "../src/export/serialize.js";
-import { commonCells } from "../src/export/tables.js";
+import { calendarDay, commonCells } from "../src/export/tables.js";
 import { formatRow, parseRows, tsvRow, tsvTable } from "../src/export/tsv.js";
 
 const NO: SharingScope = "NO_SHARING";
@@ -125,6 +128,40 @@ describe("value serialization", () => {
     for (const [input, max, expected] of cases) expect(sanitize(input, max).value).toBe(expected);
     expect(sanitize("1234567890", 4).truncated).toBe(true);
     expect(sanitize("1234", 4).truncated).toBe(false);
+  });
+
+  it("gives what sanitize-html gives for any text, with or without markup", () => {
+    const reference = (text: string) =>
+      sanitizeHtml(text, { allowedTags: [], allowedAttributes: {} })
+        .replace(/\u00a0/g, "&nbsp;")
+        .replace(/\s+/g, " ")
+        .trim();
+    const unit = fc.constantFrom(
+      "a",
+      "Z",
+      "é",
+      "日",
+      " ",
+      "\t",
+      "\n",
+      "\u00a0",
+      '"',
+      "'",
+      "\\",
+      "=",
+      ";",
+      "<",
+      ">",
+      "&",
+      "/",
+      "b",
+    );
+    fc.assert(
+      fc.property(fc.string({ unit, maxLength: 40 }), (text) => {
+        expect(sanitize(text).value).toBe(reference(text));
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it("takes booleans only from JSON booleans, integers and floats only from numbers", () => {
@@ -371,6 +408,48 @@ describe("common columns", () => {
     expect(cells.externalId?.startsWith("ext x")).toBe(true);
     expect(truncated).toBe(1);
     expect(cells).not.toHaveProperty("dayInStudy");
+  });
+
+  it("dates an upload by its calendar day in the export's zone, as luxon does, across offsets and DST changes", () => {
+    const zones = [
+      "America/Los_Angeles",
+      "UTC",
+      "Asia/Kolkata",
+      "Pacific/Chatham",
+      "Australia/Lord_Howe",
+      "America/St_Johns",
+    ];
+    const from = Date.parse("1999-12-25T00:00:00Z");
+    const to = Date.parse("2031-01-05T00:00:00Z");
+    fc.assert(
+      fc.property(fc.integer({ min: from, max: to }), fc.constantFrom(...zones), (ms, zone) => {
+        const instant = new Date(ms).toISOString();
+        expect(calendarDay(instant, zone)).toBe(DateTime.fromMillis(ms, { zone }).toISODate());
+      }),
+      { numRuns: 3000 },
+    );
+    // The last millisecond before and the first after midnight of a DST change in Los Angeles.
+    expect(calendarDay("2022-03-13T07:59:59.999Z", "America/Los_Angeles")).toBe("2022-03-12");
+    expect(calendarDay("2022-03-13T08:00:00.000Z", "America/Los_Angeles")).toBe("2022-03-13");
+    expect(calendarDay("not a time", "UTC")).toBeNull();
+  });
+
+  it("refuses a time zone the runtime does not know, in the export settings and in schedules", () => {
+    const bad = Config.safeParse({ export: { timezone: "America/Nowhere" } });
+    expect(bad.success).toBe(false);
+    expect(bad.error?.issues[0]).toMatchObject({
+      path: ["export", "timezone"],
+      message: expect.stringMatching(/IANA time zone/),
+    });
+    const schedule = { name: "daily", cron: "0 2 * * *", timezone: "Mars/Olympus", kind: "export" };
+    expect(Config.safeParse({ pipeline: { schedules: [schedule] } }).error?.issues[0]?.path).toEqual([
+      "pipeline",
+      "schedules",
+      0,
+      "timezone",
+    ]);
+    expect(Config.safeParse({ pipeline: { schedules: [{ ...schedule, timezone: "UTC" }] } }).success).toBe(true);
+    expect(Config.safeParse({ export: { timezone: "Asia/Kolkata" } }).success).toBe(true);
   });
 });
 

@@ -37,12 +37,25 @@ const StateConfig = z.discriminatedUnion("kind", [
   }),
 ]);
 
+/** An IANA time zone name, for example America/Los_Angeles: one the runtime does not know is refused here. */
+const TimeZone = z.string().refine(
+  (zone) => {
+    try {
+      new Intl.DateTimeFormat("en-US", { timeZone: zone });
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: "not a known IANA time zone (for example America/Los_Angeles or UTC)" },
+);
+
 const Schedule = z.object({
   name: z.string().regex(/^[A-Za-z0-9_.-]+$/),
   /** Cron expression (5 or 6 fields), read in `timezone`. */
   cron: z.string().min(1),
   /** IANA time zone, for example America/Los_Angeles (the reference runs its daily export at 2am Pacific). */
-  timezone: z.string().default("UTC"),
+  timezone: TimeZone.default("UTC"),
   kind: z.enum(["intake", "relationalize", "export", "transform"]),
   /** A dataset id, or `*` for every dataset (relationalize); an export destination's name (export). */
   target: z.string().default("*"),
@@ -166,7 +179,7 @@ export const Config = z.object({
   export: z
     .object({
       /** The zone whose calendar days an export's `date` names (the reference: America/Los_Angeles). */
-      timezone: z.string().default("America/Los_Angeles"),
+      timezone: TimeZone.default("America/Los_Angeles"),
       /** Studies configured for export; when set, records of other studies are excluded (and counted). */
       studies: z.array(z.string().min(1)).optional(),
       /** Named destinations; `default` is used when a request names none. */

@@ -44,7 +44,9 @@ export interface Sanitized {
  * every run of whitespace (newlines, tabs) folded to one space and the ends trimmed, then cut to `maxLength`.
  */
 export function sanitize(text: string, maxLength?: number): Sanitized {
-  const stripped = sanitizeHtml(text, { allowedTags: [], allowedAttributes: {} })
+  // Text without <, > or & comes out of sanitize-html unchanged, and most values are such text.
+  const html = /[<>&]/.test(text) ? sanitizeHtml(text, { allowedTags: [], allowedAttributes: {} }) : text;
+  const stripped = html
     .replace(/\u00a0/g, "&nbsp;")
     .replace(/\s+/g, " ")
     .trim();
