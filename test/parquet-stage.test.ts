@@ -70,8 +70,10 @@ describe("relationalize to Parquet", () => {
     await writeBatch(dir, planBatch(20, { valid: 1 }, 1), { seed: 1 });
     await new Intake(t.ws).ingest([dir]);
     const stage = new RelationalizeStage(t.ws);
-    const first = await stage.run("MotionRecord_v1");
+    const heard: Array<[number, number]> = [];
+    const first = await stage.run("MotionRecord_v1", { onFiles: (done, total) => heard.push([done, total]) });
     expect(first).toMatchObject({ filesRead: 20, records: 20, replaced: 0 });
+    expect(heard.at(-1)).toEqual([20, 20]);
     expect(first.tables).toEqual([expect.objectContaining({ table: "MotionRecord_v1", rows: 80 })]);
     const again = await stage.run("MotionRecord_v1");
     expect(again.runId).toBeNull();

@@ -170,8 +170,11 @@ async function tables(t: TestWorkspace): Promise<Record<string, { columns: strin
 async function relationalize(input: string, typed: boolean, dataset: string, settings: { groupBytes?: number } = {}) {
   const t = await makeWorkspace({ relationalize: { typed, ...settings } as never });
   cleanups.push(() => t.cleanup());
-  const report = await new RelationalizeStage(t.ws, new LocalObjectStore(input)).run(dataset);
-  return { t, report };
+  const progress: Array<[number, number]> = [];
+  const report = await new RelationalizeStage(t.ws, new LocalObjectStore(input)).run(dataset, {
+    onFiles: (done, total) => progress.push([done, total]),
+  });
+  return { t, report, progress };
 }
 
 describe("the typed way (DuckDB reads and relationalizes)", () => {
@@ -226,6 +229,11 @@ describe("the typed way (DuckDB reads and relationalizes)", () => {
     expect(oneGroup.report.groups).toBe(1);
     const bytes = (await sizes(input)).reduce((sum, size) => sum + size, 0);
     expect(small.report.groups).toBeGreaterThanOrEqual(Math.ceil(bytes / (8 * 1024)));
+    // Progress is heard after each group, counting its files, up to every file of the run.
+    expect(small.progress).toHaveLength(small.report.groups);
+    expect(small.progress.every(([done], i) => i === 0 || done > (small.progress[i - 1]?.[0] ?? 0))).toBe(true);
+    expect(small.progress.at(-1)).toEqual([small.report.filesRead, small.report.filesRead]);
+    expect(plain.progress).toHaveLength(plain.report.filesRead);
     expect(small.report.typedDocuments).toBeGreaterThan(small.report.documents / 2);
     expect(small.report.records).toBe(plain.report.records);
     expect(await tables(small.t)).toEqual(await tables(plain.t));

@@ -199,11 +199,21 @@ export function buildProgram(): Command {
       await withWorkspace(program, async (ws) => {
         const stage = new RelationalizeStage(ws, opts.from ? new LocalObjectStore(opts.from) : ws.json);
         const datasets = opts.dataset ?? (await stage.datasets());
-        const bar = progress("relationalize", !opts.json);
+        // Files of the datasets done so far, plus the one running: its new files are known once it starts.
+        const bar = progress("relationalize (files)", !opts.json);
         const reports: RelationalizeReport[] = [];
-        for (const [i, dataset] of datasets.entries()) {
-          reports.push(await stage.run(dataset));
-          bar.update(i + 1, datasets.length);
+        let before = 0;
+        for (const dataset of datasets) {
+          let total = 0;
+          reports.push(
+            await stage.run(dataset, {
+              onFiles: (done, files) => {
+                total = files;
+                bar.update(before + done, before + files);
+              },
+            }),
+          );
+          before += total;
         }
         bar.stop();
         if (opts.json) {

@@ -22,6 +22,7 @@ export function printJson(value: unknown): void {
 }
 
 export interface Progress {
+  /** `total` may grow as work is found (for example a dataset at a time). */
   update(done: number, total: number): void;
   stop(): void;
 }
@@ -46,6 +47,7 @@ export function progress(label: string, enabled: boolean): Progress {
         bar.start(total, 0, { rate: "0" });
         running = true;
       }
+      if (bar.getTotal() !== total) bar.setTotal(total);
       const seconds = (Date.now() - started) / 1000;
       bar.update(done, { rate: seconds > 0 ? Math.round(done / seconds).toString() : "0" });
     },

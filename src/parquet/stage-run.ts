@@ -35,6 +35,7 @@ export interface StageRunOptions {
   relationalizer: Relationalizer;
   previous: DatasetSchema | undefined;
   rules: EffectiveDatasetRules;
+  onFiles?: ((done: number, total: number) => void) | undefined;
 }
 
 /**
@@ -124,21 +125,29 @@ export class StageRun {
     const { groupBytes } = this.settings;
     let group: BatchFile[] = [];
     let bytes = 0;
+    let done = 0;
+    const finished = (files: number) => {
+      done += files;
+      this.o.onFiles?.(done, ordered.length);
+    };
     const flushGroup = async () => {
       const files = group;
       group = [];
       bytes = 0;
       await this.relationalizeGroup(files);
+      if (files.length > 0) finished(files.length);
     };
     for await (const [[key, info], content] of contents) {
       this.o.report.filesRead++;
       if (!this.typed) {
         await this.relationalizeFile(key, content);
+        finished(1);
         continue;
       }
       if (!content && (info.sizeBytes > groupBytes || !json.localPath)) {
         await flushGroup();
         await this.relationalizeInPieces(key);
+        finished(1);
         continue;
       }
       const size = content?.length ?? info.sizeBytes;

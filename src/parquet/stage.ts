@@ -85,7 +85,11 @@ export class RelationalizeStage {
     return [...ids].sort();
   }
 
-  async run(dataset: string): Promise<RelationalizeReport> {
+  /** `onFiles` hears how many of the run's new or changed files are done, of how many, as the run goes. */
+  async run(
+    dataset: string,
+    options: { onFiles?: (done: number, total: number) => void } = {},
+  ): Promise<RelationalizeReport> {
     const state = this.ws.state.relationalize;
     const settings = this.ws.config.relationalize;
     const report: RelationalizeReport = {
@@ -158,6 +162,7 @@ export class RelationalizeStage {
         relationalizer,
         previous,
         rules,
+        onFiles: options.onFiles,
       });
       const removedDeletionKeys = await run.prepare(
         changed.filter(([key]) => isDeletion(key)),
