@@ -164,16 +164,10 @@ export class RelationalizeStage {
         rules,
         onFiles: options.onFiles,
       });
-      const removedDeletionKeys = await run.prepare(
-        changed.filter(([key]) => isDeletion(key)),
-        removed.filter(isDeletion),
-      );
-      const removedKeys = removed.filter((key) => !isDeletion(key));
-      await run.read(
-        changed
-          .filter(([key]) => !isDeletion(key))
-          .sort((a, b) => a[1].modifiedMs - b[1].modifiedMs || (a[0] < b[0] ? -1 : 1)),
-      );
+      const [changedDeletions, changedData] = split(changed, ([key]) => isDeletion(key));
+      const [removedDeletions, removedKeys] = split(removed, isDeletion);
+      const removedDeletionKeys = await run.prepare(changedDeletions, removedDeletions);
+      await run.read(changedData.sort((a, b) => a[1].modifiedMs - b[1].modifiedMs || (a[0] < b[0] ? -1 : 1)));
       const removedRecords = await run.settle(removedKeys);
       await run.publish(changed, removed, removedRecords, removedDeletionKeys);
       return report;
@@ -201,4 +195,12 @@ export class RelationalizeStage {
     for (const run of abandoned)
       await rm(path.join(this.parquetRoot, "_staging", run), { recursive: true, force: true });
   }
+}
+
+/** The items that pass a test, and those that do not. */
+function split<T>(items: readonly T[], test: (item: T) => boolean): [T[], T[]] {
+  const yes: T[] = [];
+  const no: T[] = [];
+  for (const item of items) (test(item) ? yes : no).push(item);
+  return [yes, no];
 }
