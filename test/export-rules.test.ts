@@ -431,6 +431,12 @@ describe("common columns", () => {
     // The last millisecond before and the first after midnight of a DST change in Los Angeles.
     expect(calendarDay("2022-03-13T07:59:59.999Z", "America/Los_Angeles")).toBe("2022-03-12");
     expect(calendarDay("2022-03-13T08:00:00.000Z", "America/Los_Angeles")).toBe("2022-03-13");
+    // Newfoundland fell back at 00:01 until 2011: one quarter hour holds two days (00:00 NDT, then 23:01 NST).
+    for (const instant of ["2010-11-07T02:30:30Z", "2010-11-07T02:31:30Z", "2010-11-07T02:30:59.999Z"]) {
+      const expected = DateTime.fromISO(instant, { zone: "America/St_Johns" }).toISODate();
+      expect(calendarDay(instant, "America/St_Johns"), instant).toBe(expected);
+    }
+    expect(calendarDay("2010-11-07T02:31:30Z", "America/St_Johns")).toBe("2010-11-06");
     expect(calendarDay("not a time", "UTC")).toBeNull();
   });
 
