@@ -11,6 +11,7 @@ import { parseExportRequest } from "../src/export/request.js";
 import { columnsOf, parseTimestamp, sanitize, serializeField } from "../src/export/serialize.js";
 import { calendarDay, commonCells } from "../src/export/tables.js";
 import { formatRow, parseRows, tsvRow, tsvTable } from "../src/export/tsv.js";
+import { TransformConfig } from "../src/lake/models.js";
 
 const NO: SharingScope = "NO_SHARING";
 const SP: SharingScope = "SPONSORS_AND_PARTNERS";
@@ -440,7 +441,7 @@ describe("common columns", () => {
     expect(calendarDay("not a time", "UTC")).toBeNull();
   });
 
-  it("refuses a time zone the runtime does not know, in the export settings and in schedules", () => {
+  it("refuses a time zone the runtime does not know, in the export settings, schedules and transformations", () => {
     const bad = Config.safeParse({ export: { timezone: "America/Nowhere" } });
     expect(bad.success).toBe(false);
     expect(bad.error?.issues[0]).toMatchObject({
@@ -456,6 +457,11 @@ describe("common columns", () => {
     ]);
     expect(Config.safeParse({ pipeline: { schedules: [{ ...schedule, timezone: "UTC" }] } }).success).toBe(true);
     expect(Config.safeParse({ export: { timezone: "Asia/Kolkata" } }).success).toBe(true);
+    const transform = { owner: "ana", inputs: ["visits"], output: { dataset: "daily" } };
+    const unknownZone = { ...transform, schedule: { cron: "0 3 * * *", timezone: "Mars/Olympus" } };
+    expect(TransformConfig.safeParse(unknownZone).error?.issues[0]?.path).toEqual(["schedule", "timezone"]);
+    const knownZone = { ...transform, schedule: { cron: "0 3 * * *", timezone: "Europe/Paris" } };
+    expect(TransformConfig.safeParse(knownZone).success).toBe(true);
   });
 });
 

@@ -38,7 +38,7 @@ const StateConfig = z.discriminatedUnion("kind", [
 ]);
 
 /** An IANA time zone name, for example America/Los_Angeles: one the runtime does not know is refused here. */
-const TimeZone = z.string().refine(
+export const TimeZone = z.string().refine(
   (zone) => {
     try {
       new Intl.DateTimeFormat("en-US", { timeZone: zone });

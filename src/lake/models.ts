@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { TimeZone } from "../config/config.js";
 
 /**
  * Security tiers, from the most open: internal (everyone in the organisation), restricted (a limited group,
@@ -110,7 +111,7 @@ export const TransformConfig = z.object({
     kind: UpdateKind.default("snapshot"),
   }),
   /** When a worker runs it (cron, in `timezone`). */
-  schedule: z.object({ cron: z.string().min(1), timezone: z.string().default("UTC") }).optional(),
+  schedule: z.object({ cron: z.string().min(1), timezone: TimeZone.default("UTC") }).optional(),
 });
 export type TransformConfig = z.infer<typeof TransformConfig>;
 
