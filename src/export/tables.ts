@@ -49,16 +49,15 @@ export interface RowContext {
   timezone: string;
 }
 
-/** Formats of calendar days, by zone: making one costs far more than using it (luxon took ~0.1 ms a record). */
-const dayFormats = new Map<string, Intl.DateTimeFormat>();
 /**
- * Days already worked out, by zone and quarter hour. Since 1980 every zone's offset is a whole number of
+ * Per zone, the format of its calendar days (making one costs far more than using it; luxon took ~0.1 ms a
+ * record) and the days already worked out, by quarter hour. Since 1980 every zone's offset is a whole number of
  * quarter hours, so local midnights fall on quarter hours; a quarter hour whose two ends fall on the same day
  * lies within that day (an offset change inside it, such as Newfoundland's at 00:01 until 2011, makes the ends
  * differ, and such a quarter hour is not kept). A day's uploads fall in a few dozen quarter hours, and
  * formatting costs ~25 us.
  */
-const dayOfQuarter = new Map<string, Map<number, string>>();
+const zones = new Map<string, { format: Intl.DateTimeFormat; days: Map<number, string> }>();
 const QUARTER_HOUR_MS = 15 * 60 * 1000;
 const QUARTERS_FROM = Date.UTC(1980, 0, 1);
 const QUARTERS_KEPT = 10_000;
@@ -67,27 +66,9 @@ const QUARTERS_KEPT = 10_000;
 export function calendarDay(instant: string, zone: string): string | null {
   const ms = Date.parse(instant);
   if (Number.isNaN(ms)) return null;
-  if (ms < QUARTERS_FROM) return formatDay(ms, zone);
-  const quarter = Math.floor(ms / QUARTER_HOUR_MS);
-  let days = dayOfQuarter.get(zone);
-  if (!days) {
-    days = new Map();
-    dayOfQuarter.set(zone, days);
-  }
-  const known = days.get(quarter);
-  if (known !== undefined) return known;
-  const start = quarter * QUARTER_HOUR_MS;
-  const day = formatDay(start, zone);
-  if (day !== formatDay(start + QUARTER_HOUR_MS - 1, zone)) return formatDay(ms, zone);
-  if (days.size >= QUARTERS_KEPT) days.clear();
-  days.set(quarter, day);
-  return day;
-}
-
-function formatDay(ms: number, zone: string): string {
-  let format = dayFormats.get(zone);
-  if (!format) {
-    format = new Intl.DateTimeFormat("en-US", {
+  let known = zones.get(zone);
+  if (!known) {
+    const format = new Intl.DateTimeFormat("en-US", {
       timeZone: zone,
       calendar: "gregory",
       numberingSystem: "latn",
@@ -95,8 +76,23 @@ function formatDay(ms: number, zone: string): string {
       month: "2-digit",
       day: "2-digit",
     });
-    dayFormats.set(zone, format);
+    known = { format, days: new Map() };
+    zones.set(zone, known);
   }
+  const { format, days } = known;
+  if (ms < QUARTERS_FROM) return formatDay(format, ms);
+  const quarter = Math.floor(ms / QUARTER_HOUR_MS);
+  const cached = days.get(quarter);
+  if (cached !== undefined) return cached;
+  const start = quarter * QUARTER_HOUR_MS;
+  const day = formatDay(format, start);
+  if (day !== formatDay(format, start + QUARTER_HOUR_MS - 1)) return formatDay(format, ms);
+  if (days.size >= QUARTERS_KEPT) days.clear();
+  days.set(quarter, day);
+  return day;
+}
+
+function formatDay(format: Intl.DateTimeFormat, ms: number): string {
   const parts = format.formatToParts(ms);
   const part = (type: string) => parts.find((p) => p.type === type)?.value ?? "";
   return `${part("year").padStart(4, "0")}-${part("month")}-${part("day")}`;
