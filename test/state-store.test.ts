@@ -135,6 +135,56 @@ function stateStoreSuite(
       expect(uploads.map((u) => u.version).sort((a, b) => (a ?? 0) - (b ?? 0))).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
     });
 
+    it("reads a dataset's updates by status, up to an update, by commit time, and those its state is made of", async () => {
+      const { lake } = store;
+      await lake.createDataset({
+        name: "visits",
+        description: "",
+        owner: "operator",
+        tier: "internal",
+        updateKind: "delta",
+        keyColumns: [],
+        createdAt: new Date().toISOString(),
+      });
+      const add = async (kind: "snapshot" | "delta", outcome: "commit" | "abandon" | "leave") => {
+        const update = await lake.beginUpdate("visits", kind, "operator");
+        if (outcome === "abandon") await lake.abandonUpdate("visits", update);
+        if (outcome !== "commit") return update;
+        await lake.commitUpdate({
+          dataset: "visits",
+          update,
+          kind,
+          rows: 1,
+          schema: [],
+          files: [],
+          raw: [],
+          createdBy: "operator",
+          createdAt: new Date().toISOString(),
+          operation: "import",
+          run: null,
+          lineage: [],
+        });
+        return update;
+      };
+      const u1 = await add("delta", "commit");
+      const u2 = await add("snapshot", "commit");
+      const u3 = await add("delta", "commit");
+      const committedBy = (await lake.updates("visits")).at(-1)?.committedAt as string;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      await add("snapshot", "abandon");
+      const u5 = await add("delta", "commit");
+      const u6 = await add("delta", "leave");
+      const ids = async (filter: Parameters<typeof lake.updates>[1]) =>
+        (await lake.updates("visits", filter)).map((u) => u.update);
+      expect(await ids({})).toHaveLength(6);
+      expect(await ids({ status: "writing" })).toEqual([u6]);
+      expect(await ids({ status: "committed", live: true })).toEqual([u2, u3, u5]);
+      expect(await ids({ status: "committed", live: true, through: u1 })).toEqual([u1]);
+      expect(await ids({ status: "committed", live: true, through: u3 })).toEqual([u2, u3]);
+      expect(await ids({ status: "committed", live: true, committedBy })).toEqual([u2, u3]);
+      expect(await ids({ status: "committed", through: u3 })).toEqual([u1, u2, u3]);
+    });
+
     it("keeps its tables across reopening (migrations run once)", async () => {
       await store.close();
       store = await StateStore.open(env.config, env.root);

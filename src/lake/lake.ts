@@ -5,6 +5,7 @@ import path from "node:path";
 import type { DuckDBConnection } from "@duckdb/node-api";
 import { ident, literal, openDuckDB, QueryRefusedError, runSelect } from "../parquet/duckdb.js";
 import { listParquet } from "../parquet/writer.js";
+import type { UpdateFilter } from "../state/lake-state.js";
 import type { Workspace } from "../workspace/workspace.js";
 import { canAccess, type Principal } from "./access.js";
 import {
@@ -233,26 +234,29 @@ export class Lake {
       produce?: (connection: DuckDBConnection, dir: string) => Promise<void>;
       describeFailure?: (err: Error) => string;
     },
+    /** A DuckDB the caller keeps open for several updates (not with `prepare`, which locks its engine down). */
+    shared?: DuckDBConnection,
   ): Promise<UpdateManifest> {
+    if (shared && spec.prepare) throw new Error("an update that prepares views needs a DuckDB of its own");
     await this.abandonStale(dataset.name);
     const update = await this.state.beginUpdate(dataset.name, kind, actor.user);
     const rawDir = path.join(this.root, "raw", dataset.name, update);
     const dataDir = path.join(this.root, "data", dataset.name, update);
     const writing = `${dataDir}.writing`;
-    const duck = await openDuckDB();
+    const { connection, close } = shared ? { connection: shared, close: () => {} } : await openDuckDB();
     try {
       await mkdir(rawDir, { recursive: true });
       await mkdir(writing, { recursive: true });
       const rawFiles = spec.raw ? await spec.raw(rawDir) : [];
       if (spec.prepare) {
-        await spec.prepare(duck.connection);
-        await lockDown(duck.connection, [path.join(this.root, "data")]);
+        await spec.prepare(connection);
+        await lockDown(connection, [path.join(this.root, "data")]);
       }
       try {
-        if (spec.produce) await spec.produce(duck.connection, writing);
+        if (spec.produce) await spec.produce(connection, writing);
         else if (spec.select) {
           const part = path.join(writing, "part-0.parquet");
-          await duck.connection.run(
+          await connection.run(
             `COPY (${spec.select()}) TO ${literal(part)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)`,
           );
         }
@@ -263,7 +267,7 @@ export class Lake {
       // Rows per file in one query (Parquet footers say it): a run's update can have a file per partition.
       const perFile = new Map<string, number>();
       if (written.length > 0) {
-        const reader = await duck.connection.runAndReadAll(
+        const reader = await connection.runAndReadAll(
           `SELECT file_name, sum(row_group_num_rows) FROM (SELECT DISTINCT file_name, row_group_id, row_group_num_rows FROM parquet_metadata([${written.map(literal).join(", ")}])) GROUP BY file_name`,
         );
         for (const [file, count] of reader.getRowsJS()) perFile.set(String(file), Number(count));
@@ -273,7 +277,7 @@ export class Lake {
         written.length === 0
           ? []
           : ((
-              await duck.connection.runAndReadAll(
+              await connection.runAndReadAll(
                 `DESCRIBE SELECT * FROM read_parquet([${written.map(literal).join(", ")}], union_by_name = true, hive_partitioning = false)`,
               )
             ).getRowObjectsJS() as Array<{ column_name: string; column_type: string }>);
@@ -328,7 +332,7 @@ export class Lake {
       });
       throw err;
     } finally {
-      duck.close();
+      close();
     }
   }
 
@@ -338,8 +342,8 @@ export class Lake {
    */
   private async abandonStale(name: string): Promise<void> {
     const cutoff = Date.now() - this.ws.config.lake.abandonAfterSeconds * 1000;
-    for (const u of await this.state.updates(name)) {
-      if (u.status !== "writing" || Date.parse(u.createdAt) > cutoff) continue;
+    for (const u of await this.state.updates(name, { status: "writing" })) {
+      if (Date.parse(u.createdAt) > cutoff) continue;
       await this.state.abandonUpdate(name, u.update);
       const dataDir = path.join(this.root, "data", name, u.update);
       for (const dir of [`${dataDir}.writing`, dataDir, path.join(this.root, "raw", name, u.update)]) {
@@ -351,18 +355,13 @@ export class Lake {
   /** A dataset's committed updates up to a point, and the files that make its state there. */
   private async stateOf(dataset: Dataset, options: QueryOptions): Promise<DatasetState> {
     const asOf = options.asOf?.[dataset.name];
-    let updates = (await this.state.updates(dataset.name)).filter((u) => u.status === "committed");
-    if (asOf !== undefined) {
-      if (!updates.some((u) => u.update === asOf))
-        throw new LakeError(`dataset '${dataset.name}' has no update '${asOf}'`);
-      updates = updates.filter((u) => u.update <= asOf);
-    }
+    const filter: UpdateFilter = { status: "committed", live: true, ...(asOf === undefined ? {} : { through: asOf }) };
+    let live = await this.state.updates(dataset.name, filter);
+    if (asOf !== undefined && live.at(-1)?.update !== asOf)
+      throw new LakeError(`dataset '${dataset.name}' has no update '${asOf}'`);
     if (options.at !== undefined) {
-      const at = new Date(options.at).toISOString();
-      updates = updates.filter((u) => (u.committedAt ?? "") <= at);
+      live = await this.state.updates(dataset.name, { ...filter, committedBy: new Date(options.at).toISOString() });
     }
-    const lastSnapshot = updates.map((u) => u.kind).lastIndexOf("snapshot");
-    const live = lastSnapshot < 0 ? updates : updates.slice(lastSnapshot);
     const files = live.flatMap((u) => (u.manifest?.files ?? []).map((f) => path.join(this.root, ...f.path.split("/"))));
     const columns = [...new Set(live.flatMap((u) => (u.manifest?.schema ?? []).map((c) => c.name)))];
     const participant = this.participantOf(dataset, columns);
@@ -541,42 +540,54 @@ export class Lake {
     deletedRecords: readonly string[];
   }): Promise<void> {
     const operator = await this.principal();
-    for (const table of run.tables) {
-      if (table.files.length === 0 && run.deletedRecords.length === 0) continue;
-      let dataset = await this.state.dataset(table.name);
-      if (!dataset) {
-        dataset = await this.createDataset(
-          {
-            name: table.name,
-            description: `relationalized from JSON dataset ${run.source}`,
-            owner: OPERATOR,
-            tier: this.ws.config.lake.relationalizedTier,
-            updateKind: "delta",
-            keyColumns: [table.recordColumn],
-          },
+    // One DuckDB for the run's tables: opening one per table cost more than the little each update asks of it.
+    const duck = await openDuckDB();
+    try {
+      for (const table of run.tables) {
+        if (table.files.length === 0 && run.deletedRecords.length === 0) continue;
+        let dataset = await this.state.dataset(table.name);
+        if (!dataset) {
+          dataset = await this.createDataset(
+            {
+              name: table.name,
+              description: `relationalized from JSON dataset ${run.source}`,
+              owner: OPERATOR,
+              tier: this.ws.config.lake.relationalizedTier,
+              updateKind: "delta",
+              keyColumns: [table.recordColumn],
+            },
+            operator,
+          );
+        }
+        const deleted = run.deletedRecords;
+        await this.writeUpdate(
+          dataset,
+          "delta",
           operator,
+          {
+            operation: "relationalize",
+            run: run.runId,
+            lineage: [],
+            note: `run ${run.runId} of ${run.source}`,
+            // The run's files hold their partition columns and are never changed in place (a rewrite is a new
+            // file renamed over the old one), so the update links them instead of copying.
+            produce: async (connection, dir) => {
+              for (const [i, file] of table.files.entries()) {
+                const target = path.join(dir, `part-${i}.parquet`);
+                await link(file, target).catch(() => copyFile(file, target));
+              }
+              if (deleted.length > 0) {
+                await connection.run(
+                  `COPY (SELECT TRY_CAST(unnest([${deleted.map(literal).join(", ")}]) AS ${table.recordType}) AS ${ident(table.recordColumn)}, true AS _deleted) TO ${literal(path.join(dir, "_deleted.parquet"))} (FORMAT parquet)`,
+                );
+              }
+            },
+          },
+          duck.connection,
         );
       }
-      const deleted = run.deletedRecords;
-      await this.writeUpdate(dataset, "delta", operator, {
-        operation: "relationalize",
-        run: run.runId,
-        lineage: [],
-        note: `run ${run.runId} of ${run.source}`,
-        // The run's files hold their partition columns and are never changed in place (a rewrite is a new
-        // file renamed over the old one), so the update links them instead of copying.
-        produce: async (connection, dir) => {
-          for (const [i, file] of table.files.entries()) {
-            const target = path.join(dir, `part-${i}.parquet`);
-            await link(file, target).catch(() => copyFile(file, target));
-          }
-          if (deleted.length > 0) {
-            await connection.run(
-              `COPY (SELECT TRY_CAST(unnest([${deleted.map(literal).join(", ")}]) AS ${table.recordType}) AS ${ident(table.recordColumn)}, true AS _deleted) TO ${literal(path.join(dir, "_deleted.parquet"))} (FORMAT parquet)`,
-            );
-          }
-        },
-      });
+    } finally {
+      duck.close();
     }
   }
 

@@ -41,6 +41,16 @@ export function updateId(seq: number): string {
   return `u${String(seq).padStart(6, "0")}`;
 }
 
+export interface UpdateFilter {
+  status?: UpdateStatus;
+  /** Updates up to this one. */
+  through?: string;
+  /** Updates committed at or before this time (ISO 8601, UTC). */
+  committedBy?: string;
+  /** Of those, the last snapshot and the updates after it: what the dataset's state is made of. */
+  live?: boolean;
+}
+
 /** The lake's bookkeeping: datasets, their updates, users, roles, grants, tokens and the audit log. */
 export class LakeState {
   constructor(private readonly db: Kysely<StateDatabase>) {}
@@ -128,15 +138,24 @@ export class LakeState {
       .execute();
   }
 
-  /** Every update of a dataset, oldest first. */
-  async updates(dataset: string): Promise<Update[]> {
-    const rows = await this.db
-      .selectFrom("lake_updates")
-      .selectAll()
-      .where("dataset", "=", dataset)
-      .orderBy("update_id")
-      .execute();
-    return rows.map(toUpdate);
+  /**
+   * A dataset's updates, oldest first: all of them, or those the filter keeps. Filtering here rather than in
+   * the caller matters: a dataset a pipeline publishes to gains an update each run, and every manifest read is
+   * parsed.
+   */
+  async updates(dataset: string, filter: UpdateFilter = {}): Promise<Update[]> {
+    let chosen = this.db.selectFrom("lake_updates").where("dataset", "=", dataset);
+    if (filter.status !== undefined) chosen = chosen.where("status", "=", filter.status);
+    if (filter.through !== undefined) chosen = chosen.where("update_id", "<=", filter.through);
+    if (filter.committedBy !== undefined) chosen = chosen.where("committed_at", "<=", filter.committedBy);
+    if (filter.live) {
+      const snapshot = await chosen
+        .where("kind", "=", "snapshot")
+        .select((eb) => eb.fn.max("update_id").as("id"))
+        .executeTakeFirst();
+      if (snapshot?.id) chosen = chosen.where("update_id", ">=", snapshot.id);
+    }
+    return (await chosen.selectAll().orderBy("update_id").execute()).map(toUpdate);
   }
 
   async createUser(name: string): Promise<void> {
