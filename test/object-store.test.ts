@@ -52,4 +52,16 @@ describe("the local object store", () => {
     expect(await s.list("empty/")).toEqual([]);
     expect(await s.list("other/z/")).toEqual([]);
   });
+
+  it("lists objects with the size and modification time a head gives, in key order", async () => {
+    const s = await store();
+    await s.put("d/b.ndjson", "{}\n");
+    await s.put("d/a.ndjson", '{"x":12}\n');
+    await writeFile(path.join(s.location, "d", "c.ndjson.tmp-abc"), "{");
+    const entries = await s.entries("d/");
+    expect([...entries.keys()]).toEqual(["d/a.ndjson", "d/b.ndjson"]);
+    for (const [key, info] of entries) expect(info).toEqual(await s.head(key));
+    expect(entries.get("d/a.ndjson")?.sizeBytes).toBe(9);
+    expect(await s.entries("none/")).toEqual(new Map());
+  });
 });

@@ -44,6 +44,8 @@ const RECOVER_RULES = {
     // Like recover's Fitbit sleep logs (a numeric index) and daily data (an index of two fields).
     sleeplogs: { key: ["LogId"], newestBy: ["export_end_date"], deletedBy: "sleeplogs_deleted" },
     dailydata: { key: ["ParticipantIdentifier", "Date"], newestBy: ["export_end_date"] },
+    // Without newest-by rules a run looks up only the records it meets.
+    steplogs: { key: ["LogId"], deletedBy: "steplogs_deleted" },
   },
 };
 
@@ -237,6 +239,24 @@ function recoverSuite(name: string, state: () => Config["state"] | undefined) {
       await expect(new RelationalizeStage(reopened, new LocalObjectStore(dir)).run(type)).rejects.toThrow(
         /identify records by 'GlobalKey', the configuration says 'cohort'/,
       );
+    });
+
+    it("removes records of earlier runs that a later deletion export names or whose file is gone, without newest-by rules", async () => {
+      const { stage, add, ws, dir } = await setUp();
+      const ndjson = (docs: object[]) => `${docs.map((d) => JSON.stringify(d)).join("\n")}\n`;
+      const log = (id: number) => ({ LogId: id, Levels: [{ level: "deep", minutes: id }] });
+      await add("steplogs", "a.ndjson", ndjson([log(1), log(2)]));
+      await add("steplogs", "b.ndjson", ndjson([log(3)]));
+      expect(await stage.run("steplogs")).toMatchObject({ records: 3, deletedByExport: 0 });
+      await add("steplogs_deleted", "d.ndjson", ndjson([{ LogId: 2 }]));
+      expect(await stage.run("steplogs")).toMatchObject({ filesRead: 1, records: 0, deletedByExport: 1 });
+      expect(await rows(ws, "SELECT LogId FROM steplogs ORDER BY 1")).toEqual([[1n], [3n]]);
+      expect(await rows(ws, "SELECT minutes FROM steplogs_Levels ORDER BY 1")).toEqual([[1n], [3n]]);
+      await add("steplogs", "c.ndjson", ndjson([log(1), log(4)]));
+      await rm(path.join(dir, "dataset=steplogs", COHORT, "b.ndjson"));
+      expect(await stage.run("steplogs")).toMatchObject({ records: 2, replaced: 1, deleted: 1 });
+      expect(await rows(ws, "SELECT LogId FROM steplogs ORDER BY 1")).toEqual([[1n], [4n]]);
+      expect(await rows(ws, "SELECT minutes FROM steplogs_Levels ORDER BY 1")).toEqual([[1n], [4n]]);
     });
 
     it("keeps a record out from the start when its deletion export arrives before the dataset", async () => {

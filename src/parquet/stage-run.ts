@@ -22,7 +22,7 @@ const GROUP_FILES = 20_000;
 /** The record key under which a typed structure's representative is observed (never a real record: NUL). */
 const OBSERVED = "\u0000observed";
 /** File reads kept in flight at once: a local disk or object store answers many small reads far faster side by side. */
-export const IO_WINDOW = 32;
+const IO_WINDOW = 32;
 
 export interface StageRunOptions {
   ws: Workspace;
@@ -59,7 +59,7 @@ export class StageRun {
   /** The typed way's read plan, carried from one group to the next. */
   private plan: Structure | null = null;
   private groups = 0;
-  /** Where the records already in the tables are, as the last committed run left them. */
+  /** With newest-by rules: where every record already in the tables is, as the last committed run left them. */
   private locations = new Map<string, RecordLocation>();
   /** Records the deletion export names (all in force after this run), and the files naming them since this run. */
   private readonly deleted = new Set<string>();
@@ -78,13 +78,15 @@ export class StageRun {
   }
 
   /**
-   * Loads the record locations, and the records the deletion export names: those of its files that are
+   * Loads the record locations (with newest-by rules), and the records the deletion export names: those of its files that are
    * gone or changed no longer count, changed and new files are read (each document's record id is all
    * that matters). Returns the deletion files whose earlier records are to be dropped from the state.
    */
   async prepare(changedDeletions: ReadonlyArray<readonly [string, Bookmark]>, removedDeletionKeys: string[]) {
     const { ws, dataset, json, report } = this.o;
-    this.locations = await ws.state.relationalize.records(dataset);
+    // Newest-by rules weigh each document against the version in the tables as it is read; otherwise `settle`
+    // asks only about the records the run met.
+    if (this.o.rules.newestBy.length > 0) this.locations = await ws.state.relationalize.records(dataset);
     const stale = new Set([...removedDeletionKeys, ...changedDeletions.map(([key]) => key)]);
     for (const { record, jsonKey } of await ws.state.relationalize.deletedRecords(dataset)) {
       if (!stale.has(jsonKey)) this.deleted.add(record);
@@ -186,12 +188,19 @@ export class StageRun {
       }
     }
     const removedKeySet = new Set(removedKeys);
+    const locations =
+      this.o.rules.newestBy.length > 0
+        ? this.locations
+        : await this.o.ws.state.relationalize.records(this.o.dataset, {
+            records: [...this.records.keys(), ...this.deleted],
+            jsonKeys: removedKeys,
+          });
     const stale = new Map<string, string[]>();
     const addStale = (record: string, location: RecordLocation) => {
       stale.set(location.runId, [...(stale.get(location.runId) ?? []), record]);
     };
     const removedRecords: string[] = [];
-    for (const [record, location] of this.locations) {
+    for (const [record, location] of locations) {
       if (this.records.has(record)) {
         report.replaced++;
         addStale(record, location);

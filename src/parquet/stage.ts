@@ -1,7 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { readdir, rm } from "node:fs/promises";
 import path from "node:path";
-import pLimit from "p-limit";
 import { ConfigError, datasetRules } from "../config/config.js";
 import type { TypeConflict } from "../relationalize/model.js";
 import { safeName } from "../relationalize/naming.js";
@@ -10,7 +9,7 @@ import type { Bookmark } from "../state/relationalize-state.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import type { Workspace } from "../workspace/workspace.js";
 import { openDuckDB } from "./duckdb.js";
-import { IO_WINDOW, StageRun } from "./stage-run.js";
+import { StageRun } from "./stage-run.js";
 import { listParquet } from "./writer.js";
 
 export interface TableReport {
@@ -125,14 +124,8 @@ export class RelationalizeStage {
       const deletionPrefix = rules.deletedBy === undefined ? undefined : `${DATASET_PREFIX}${rules.deletedBy}/`;
       const isDeletion = (key: string) => deletionPrefix !== undefined && key.startsWith(deletionPrefix);
       const bookmarks = await state.bookmarks(dataset);
-      const current = new Map<string, Bookmark>();
-      const keys = [...(await this.json.list(prefix)), ...(deletionPrefix ? await this.json.list(deletionPrefix) : [])];
-      const limit = pLimit(IO_WINDOW);
-      const infos = await Promise.all(keys.map((key) => limit(() => this.json.head(key))));
-      keys.forEach((key, i) => {
-        const info = infos[i];
-        if (info) current.set(key, info);
-      });
+      const current: Map<string, Bookmark> = await this.json.entries(prefix);
+      if (deletionPrefix) for (const entry of await this.json.entries(deletionPrefix)) current.set(...entry);
       const changed = [...current].filter(([key, info]) => {
         const seen = bookmarks.get(key);
         return !seen || seen.sizeBytes !== info.sizeBytes || seen.modifiedMs !== info.modifiedMs;

@@ -311,4 +311,14 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0008_record_files": {
+    async up(db: Kysely<unknown>) {
+      // A run looks up the records of the JSON files that are gone, not every record of the dataset.
+      await db.schema
+        .createIndex("parquet_records_json_key")
+        .on("parquet_records")
+        .columns(["dataset", "json_key"])
+        .execute();
+    },
+  },
 };

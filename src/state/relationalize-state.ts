@@ -58,8 +58,23 @@ export class RelationalizeState {
     return new Map(rows.map((r) => [r.key, { sizeBytes: Number(r.size_bytes), modifiedMs: Number(r.modified_ms) }]));
   }
 
-  async records(dataset: string): Promise<Map<string, RecordLocation>> {
-    const rows = await this.db.selectFrom("parquet_records").selectAll().where("dataset", "=", dataset).execute();
+  /**
+   * Where records are in the tables: every record of the dataset, or only those with these ids or written
+   * from these JSON files (a run asks about what it meets, not about the dataset's whole history).
+   */
+  async records(
+    dataset: string,
+    among?: { records: readonly string[]; jsonKeys: readonly string[] },
+  ): Promise<Map<string, RecordLocation>> {
+    const select = () => this.db.selectFrom("parquet_records").selectAll().where("dataset", "=", dataset);
+    const rows = among
+      ? [
+          ...(await Promise.all(chunks(among.records).map((ids) => select().where("record_id", "in", ids).execute()))),
+          ...(await Promise.all(
+            chunks(among.jsonKeys).map((keys) => select().where("json_key", "in", keys).execute()),
+          )),
+        ].flat()
+      : await select().execute();
     return new Map(
       rows.map((r) => [
         r.record_id,

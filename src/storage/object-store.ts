@@ -26,6 +26,8 @@ export interface ObjectStore {
   delete(key: string): Promise<void>;
   /** Every key under a prefix, sorted. */
   list(prefix?: string): Promise<string[]>;
+  /** Every object under a prefix with its size and modification time, in key order (as a bucket listing gives them). */
+  entries(prefix?: string): Promise<Map<string, ObjectInfo>>;
   /** Where the object is on the local disk, for readers that open files themselves (DuckDB); absent when it is not. */
   localPath?(key: string): string;
 }
@@ -118,13 +120,12 @@ export class LocalObjectStore implements ObjectStore {
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
-    try {
-      const info = statSync(this.localPath(key));
-      return info.isFile() ? { sizeBytes: info.size, modifiedMs: Math.trunc(info.mtimeMs) } : undefined;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw err;
-    }
+    return this.stat(key);
+  }
+
+  private stat(key: string): ObjectInfo | undefined {
+    const info = statSync(this.localPath(key), { throwIfNoEntry: false });
+    return info?.isFile() ? { sizeBytes: info.size, modifiedMs: Math.trunc(info.mtimeMs) } : undefined;
   }
 
   async delete(key: string): Promise<void> {
@@ -138,6 +139,16 @@ export class LocalObjectStore implements ObjectStore {
       keep: (name) => !name.includes(TEMP_SUFFIX),
     });
     return keys.map((key) => `${folder}${key}`).filter((key) => key.startsWith(prefix));
+  }
+
+  async entries(prefix = ""): Promise<Map<string, ObjectInfo>> {
+    const out = new Map<string, ObjectInfo>();
+    for (const key of await this.list(prefix)) {
+      // An object removed since the listing is not listed.
+      const info = this.stat(key);
+      if (info) out.set(key, info);
+    }
+    return out;
   }
 }
 
