@@ -1,20 +1,13 @@
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { Config } from "../src/config/config.js";
 import { backoffSeconds, isTransient } from "../src/pipeline/errors.js";
 import type { Run } from "../src/pipeline/models.js";
 import { type Executor, Pipeline } from "../src/pipeline/pipeline.js";
 import { dueTick } from "../src/pipeline/schedule.js";
 import { assertTransition, IllegalTransitionError, predecessors, RunStatus } from "../src/pipeline/status.js";
-import {
-  dropSchema,
-  makeWorkspace,
-  POSTGRES_URL,
-  postgresAvailable,
-  type TestWorkspace,
-  uniqueSchema,
-} from "./support/workspace.js";
+import { POSTGRES_URL, postgresAvailable, uniqueSchema, workspacePerTest } from "./support/workspace.js";
 
 const pgReady = await postgresAvailable();
 
@@ -69,18 +62,11 @@ function recorder() {
   return { order, failures, gates, executor };
 }
 
-function pipelineSuite(
-  name: string,
-  state: () => Config["state"] | undefined,
-  cleanup: (s: Config["state"]) => Promise<void>,
-) {
+function pipelineSuite(name: string, state: () => Config["state"] | undefined) {
   describe(`pipeline runs on ${name}`, () => {
-    let t: TestWorkspace | undefined;
-    let stateConfig: Config["state"] | undefined;
+    const workspace = workspacePerTest(state);
     const open = async (pipeline: Partial<Config["pipeline"]> = {}) => {
-      stateConfig = state();
-      t = await makeWorkspace({
-        ...(stateConfig ? { state: stateConfig } : {}),
+      const t = await workspace({
         pipeline: {
           dropFolder: "incoming",
           leaseSeconds: 60,
@@ -93,11 +79,6 @@ function pipelineSuite(
       });
       return t.ws;
     };
-    afterEach(async () => {
-      await t?.cleanup();
-      if (stateConfig) await cleanup(stateConfig);
-      t = undefined;
-    });
 
     it("answers a request with a known idempotency key with the same run", async () => {
       const ws = await open();
@@ -287,8 +268,6 @@ function pipelineSuite(
       } finally {
         await new Promise((r) => server.close(r));
       }
-      await t?.cleanup();
-      t = undefined;
       const ws = await open({ webhook: "http://127.0.0.1:9/unreachable" });
       const pipeline = new Pipeline(ws, { executors: { relationalize: recorder().executor } });
       await pipeline.request({ kind: "relationalize", target: "A" });
@@ -297,18 +276,8 @@ function pipelineSuite(
   });
 }
 
-pipelineSuite(
-  "SQLite",
-  () => undefined,
-  async () => {},
-);
+pipelineSuite("SQLite", () => undefined);
 
 describe.skipIf(!pgReady)("PostgreSQL", () => {
-  pipelineSuite(
-    "PostgreSQL",
-    () => ({ kind: "postgres", url: POSTGRES_URL, schema: uniqueSchema() }),
-    async (s) => {
-      if (s.kind === "postgres") await dropSchema(s.schema);
-    },
-  );
+  pipelineSuite("PostgreSQL", () => ({ kind: "postgres", url: POSTGRES_URL, schema: uniqueSchema() }));
 });

@@ -125,20 +125,15 @@ export class StageRun {
       IO_WINDOW,
     );
     const { groupBytes } = this.settings;
-    let group: BatchFile[] = [];
-    let bytes = 0;
     let done = 0;
     const finished = (files: number) => {
       done += files;
       this.o.onFiles?.(done, ordered.length);
     };
-    const flushGroup = async () => {
-      const files = group;
-      group = [];
-      bytes = 0;
+    const groups = new Grouping<BatchFile>({ bytes: groupBytes, items: GROUP_FILES }, async (files) => {
       await this.relationalizeGroup(files);
-      if (files.length > 0) finished(files.length);
-    };
+      finished(files.length);
+    });
     for await (const [[key, info], content] of contents) {
       this.o.report.filesRead++;
       if (!this.typed) {
@@ -147,17 +142,14 @@ export class StageRun {
         continue;
       }
       if (!content && (info.sizeBytes > groupBytes || !json.localPath)) {
-        await flushGroup();
+        await groups.flush();
         await this.relationalizeInPieces(key);
         finished(1);
         continue;
       }
-      const size = content?.length ?? info.sizeBytes;
-      if (bytes + size > groupBytes || group.length >= GROUP_FILES) await flushGroup();
-      group.push({ key, content, localPath: json.localPath?.(key) });
-      bytes += size;
+      await groups.add({ key, content, localPath: json.localPath?.(key) }, content?.length ?? info.sizeBytes);
     }
-    await flushGroup();
+    await groups.flush();
     await this.writeBatch();
     await this.writing;
     this.o.report.records = this.records.size;
@@ -444,26 +436,18 @@ export class StageRun {
    * way a group at a time, so memory stays bounded whatever the file's size.
    */
   private async relationalizeInPieces(key: string): Promise<void> {
-    let lines: string[] = [];
-    let bytes = 0;
-    let lineNumber = 0;
-    let firstLine = 1;
-    const flush = async () => {
-      if (lines.length > 0)
-        await this.relationalizeGroup([{ key, content: null, localPath: undefined, piece: { lines, firstLine } }]);
-      lines = [];
-      bytes = 0;
-      firstLine = lineNumber + 1;
-    };
-    for await (const line of this.o.json.lines(key)) {
-      // Characters stand for bytes: as near as the bound needs, and without encoding every line.
-      const size = line.length + 1;
-      if (lines.length > 0 && bytes + size > this.settings.groupBytes) await flush();
-      lineNumber++;
-      lines.push(line);
-      bytes += size;
-    }
-    await flush();
+    let before = 0;
+    const pieces = new Grouping<string>(
+      { bytes: this.settings.groupBytes, items: Number.POSITIVE_INFINITY },
+      (lines) => {
+        const piece = { lines, firstLine: before + 1 };
+        before += lines.length;
+        return this.relationalizeGroup([{ key, content: null, localPath: undefined, piece }]);
+      },
+    );
+    // Characters stand for bytes: as near as the bound needs, and without encoding every line.
+    for await (const line of this.o.json.lines(key)) await pieces.add(line, line.length + 1);
+    await pieces.flush();
   }
 
   /** The typed way (typed-batch.ts) for a group of files: what it cannot take goes the JavaScript way. */
@@ -534,6 +518,34 @@ export class StageRun {
     } finally {
       await typed.close();
     }
+  }
+}
+
+/**
+ * Gathers items into the groups the typed way reads at once: a group is handed on before an item would take
+ * it over `bytes` (an item larger than that makes a group of its own) or past `items`.
+ */
+class Grouping<T> {
+  private pending: T[] = [];
+  private bytes = 0;
+
+  constructor(
+    private readonly limits: { bytes: number; items: number },
+    private readonly take: (items: T[]) => Promise<void>,
+  ) {}
+
+  async add(item: T, bytes: number): Promise<void> {
+    const full = this.bytes + bytes > this.limits.bytes || this.pending.length >= this.limits.items;
+    if (this.pending.length > 0 && full) await this.flush();
+    this.pending.push(item);
+    this.bytes += bytes;
+  }
+
+  async flush(): Promise<void> {
+    const items = this.pending;
+    this.pending = [];
+    this.bytes = 0;
+    if (items.length > 0) await this.take(items);
   }
 }
 

@@ -96,23 +96,24 @@ export function uniqueSchema(): string {
 }
 
 /**
- * For a suite that runs on each state store: a function that makes the current test's workspace on the state
- * `state()` gives (the default SQLite when undefined); after each test it is closed and removed, and its
- * PostgreSQL schema dropped.
+ * For a suite that runs on each state store: a function that makes a workspace for the current test on the
+ * state `state()` gives (the default SQLite when undefined); after each test every workspace it made is
+ * closed and removed, and its PostgreSQL schema dropped.
  */
 export function workspacePerTest(
   state: () => StateConfig | undefined,
 ): (overrides?: Partial<ConfigInput>) => Promise<TestWorkspace> {
-  let current: { t: TestWorkspace; state: StateConfig | undefined } | undefined;
+  const made: Array<{ t: TestWorkspace; state: StateConfig | undefined }> = [];
   afterEach(async () => {
-    await current?.t.cleanup();
-    if (current?.state?.kind === "postgres") await dropSchema(current.state.schema);
-    current = undefined;
+    for (const { t, state } of made.splice(0)) {
+      await t.cleanup();
+      if (state?.kind === "postgres") await dropSchema(state.schema);
+    }
   });
   return async (overrides = {}) => {
     const config = state();
     const t = await makeWorkspace({ ...(config ? { state: config } : {}), ...overrides });
-    current = { t, state: config };
+    made.push({ t, state: config });
     return t;
   };
 }
