@@ -99,6 +99,15 @@ describe("the studylake CLI", () => {
     const badLimit = await studylake("-w", ws, "status", "--limit", "zero");
     expect(badLimit.code).toBe(2);
     expect(badLimit.stderr.trim()).toBe("studylake: --limit takes a positive whole number, got 'zero'");
+    // Every list command checks its limit the same way.
+    for (const command of ["exports", "audit", "runs"]) {
+      const bad = await studylake("-w", ws, command, "--limit", "-3");
+      expect([command, bad.code, bad.stderr.trim()]).toEqual([
+        command,
+        2,
+        "studylake: --limit takes a positive whole number, got '-3'",
+      ]);
+    }
     const noWorkspace = await studylake("-w", uploads, "status");
     expect(noWorkspace.code).toBe(1);
     expect(noWorkspace.stderr.trim()).toMatch(
@@ -114,6 +123,14 @@ describe("the studylake CLI", () => {
     const config = { ...JSON.parse(await readFile(path.join(ws, CONFIG_FILE), "utf8")), ...fixtureConfig() };
     await writeFile(path.join(ws, CONFIG_FILE), JSON.stringify(config));
     expect((await studylake("init", ws)).code).toBe(1);
+    // An empty list says so, and how to fill it where there is a way; JSON gives an empty list.
+    const empty = await Promise.all(["tables", "runs", "exports"].map((command) => studylake("-w", ws, command)));
+    expect(empty.map((r) => [r.code, r.stdout.trim()])).toEqual([
+      [0, "No tables yet: run 'studylake relationalize'."],
+      [0, "No runs yet."],
+      [0, "No exports yet."],
+    ]);
+    expect(JSON.parse((await studylake("-w", ws, "runs", "--json")).stdout)).toEqual([]);
 
     const ingest = await studylake("-w", ws, "ingest", uploads);
     expect(ingest.code).toBe(0);

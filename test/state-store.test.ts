@@ -1,5 +1,8 @@
+import { execFile } from "node:child_process";
 import { rm } from "node:fs/promises";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { StateConfig } from "../src/config/config.js";
 import type { UploadFile } from "../src/state/models.js";
@@ -7,6 +10,7 @@ import { StateStore } from "../src/state/store.js";
 import { dropSchema, POSTGRES_URL, postgresAvailable, tempDir, uniqueSchema } from "./support/workspace.js";
 
 const pgReady = await postgresAvailable();
+const run = promisify(execFile);
 
 function file(seq: number, overrides: Partial<UploadFile> = {}): UploadFile {
   return {
@@ -192,6 +196,32 @@ function stateStoreSuite(
     });
   });
 }
+
+describe("a new SQLite state file", () => {
+  it("is set up once when several processes open it at the same moment", async () => {
+    const root = await tempDir();
+    try {
+      const store = fileURLToPath(new URL("../src/state/store.ts", import.meta.url));
+      // Each process waits for the same moment (they take different times to start), then opens the file.
+      const moment = Date.now() + 4000;
+      const open = `import { StateStore } from ${JSON.stringify(store)};
+        await new Promise((resolve) => setTimeout(resolve, ${moment} - Date.now()));
+        const s = await StateStore.open({ kind: "sqlite", path: "state.db" }, ${JSON.stringify(root)});
+        await s.close();`;
+      const opened = await Promise.allSettled(
+        Array.from({ length: 4 }, () =>
+          run(process.execPath, ["--import", "tsx", "--input-type=module", "-e", open], { cwd: process.cwd() }),
+        ),
+      );
+      expect(opened.map((o) => (o.status === "rejected" ? String(o.reason) : "ok"))).toEqual(["ok", "ok", "ok", "ok"]);
+      const reopened = await StateStore.open({ kind: "sqlite", path: "state.db" }, root);
+      expect(await reopened.listUploads({})).toEqual([]);
+      await reopened.close();
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
 
 stateStoreSuite("SQLite", async () => {
   const root = await tempDir();

@@ -3,8 +3,8 @@ import type { Principal } from "../lake/access.js";
 import { IMPORT_FORMATS, type ImportFormat, Lake, type QueryOptions } from "../lake/lake.js";
 import { Grant, LakeName, Permission, Tier, UpdateKind } from "../lake/models.js";
 import type { Workspace } from "../workspace/workspace.js";
-import { printJson, table } from "./output.js";
-import { UsageError, withWorkspace } from "./shared.js";
+import { printJson, printList, table } from "./output.js";
+import { positiveInt, UsageError, withWorkspace } from "./shared.js";
 
 const asOption = () =>
   new Option("--as <user>", "act as this lake user (default: the workspace operator, who may do everything)");
@@ -132,15 +132,7 @@ export function addLakeCommands(program: Command): void {
             };
           }),
         );
-        if (opts.json) {
-          printJson(rows);
-          return;
-        }
-        if (rows.length === 0) {
-          console.log("No datasets you may read.");
-          return;
-        }
-        console.log(
+        printList(rows, opts.json, "No datasets you may read.", () =>
           table([
             ["DATASET", "TIER", "OWNER", "KIND", "UPDATES", "LATEST", "DESCRIPTION"],
             ...rows.map((r) => [r.name, r.tier, r.owner, r.updateKind, r.updates, r.latest, r.description]),
@@ -294,9 +286,9 @@ export function addLakeCommands(program: Command): void {
     .action(async (opts: { json?: boolean }) => {
       await withWorkspace(program, async (ws) => {
         const list = await ws.state.lake.users();
-        if (opts.json) printJson(list);
-        else if (list.length === 0) console.log("No users yet: studylake users create <name>.");
-        else console.log(table([["USER", "ROLES"], ...list.map((u) => [u.name, u.roles.join(", ")])]));
+        printList(list, opts.json, "No users yet: studylake users create <name>.", () =>
+          table([["USER", "ROLES"], ...list.map((u) => [u.name, u.roles.join(", ")])]),
+        );
       });
     });
 
@@ -376,16 +368,10 @@ export function addLakeCommands(program: Command): void {
     .option("--limit <n>", "how many", "50")
     .option("--json", "machine-readable output")
     .action(async (opts: { user?: string; limit: string; json?: boolean }) => {
+      const limit = positiveInt(opts.limit, "--limit");
       await withWorkspace(program, async (ws) => {
-        const entries = await ws.state.lake.auditLog({
-          ...(opts.user ? { actor: opts.user } : {}),
-          limit: Number(opts.limit),
-        });
-        if (opts.json) {
-          printJson(entries);
-          return;
-        }
-        console.log(
+        const entries = await ws.state.lake.auditLog({ ...(opts.user ? { actor: opts.user } : {}), limit });
+        printList(entries, opts.json, "No audit entries yet.", () =>
           table([
             ["AT", "WHO", "ACTION", "DATASETS", "ROWS", "OUTCOME", "DETAIL"],
             ...entries.map((e) => [

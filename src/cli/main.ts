@@ -20,8 +20,8 @@ import { UploadStatus } from "../state/models.js";
 import { LocalObjectStore } from "../storage/object-store.js";
 import { initWorkspace } from "../workspace/init.js";
 import { addLakeCommands, lakeQuery, printResult } from "./lake.js";
-import { printJson, progress, table } from "./output.js";
-import { globals, UsageError, withWorkspace } from "./shared.js";
+import { printJson, printList, progress, table } from "./output.js";
+import { globals, positiveInt, UsageError, withWorkspace } from "./shared.js";
 
 /** Exit codes: 0 ok, 1 the work failed, 2 the command was used wrongly. */
 const EXIT_FAILURE = 1;
@@ -257,16 +257,14 @@ export function buildProgram(): Command {
     .option("--json", "machine-readable output")
     .action(async (opts: { json?: boolean }) => {
       await withCatalog(program, async (catalog) => {
-        const tables = await catalog.tables();
-        if (opts.json) {
-          printJson(tables);
-          return;
-        }
-        if (tables.length === 0) console.log("No tables yet: run 'studylake relationalize'.");
-        for (const t of tables) {
-          console.log(`${t.table} (${t.rows} rows in ${t.files} files${t.parent ? `, child of ${t.parent}` : ""})`);
-          console.log(`  ${t.columns.map((c) => `${c.name} ${c.type}`).join(", ")}`);
-        }
+        printList(await catalog.tables(), opts.json, "No tables yet: run 'studylake relationalize'.", (tables) =>
+          tables
+            .map(
+              (t) =>
+                `${t.table} (${t.rows} rows in ${t.files} files${t.parent ? `, child of ${t.parent}` : ""})\n  ${t.columns.map((c) => `${c.name} ${c.type}`).join(", ")}`,
+            )
+            .join("\n"),
+        );
       });
     });
 
@@ -345,7 +343,7 @@ export function buildProgram(): Command {
         if (opts.json) {
           printJson({ ...summary, waiting: waiting.length });
         } else {
-          printRuns(summary.runs);
+          if (summary.runs.length > 0) console.log(runsTable(summary.runs));
           const counts = new Map<string, number>();
           for (const r of summary.runs) counts.set(r.status, (counts.get(r.status) ?? 0) + 1);
           const parts = [...counts].map(([status, n]) => `${n} ${status}`);
@@ -412,9 +410,7 @@ export function buildProgram(): Command {
       const limit = positiveInt(opts.limit, "--limit");
       await withWorkspace(program, async (ws) => {
         const list = await ws.state.pipeline.list({ ...(opts.status ? { statuses: opts.status } : {}), limit });
-        if (opts.json) printJson(list);
-        else if (list.length === 0) console.log("No runs yet.");
-        else printRuns(list);
+        printList(list, opts.json, "No runs yet.", runsTable);
       });
     });
 
@@ -664,17 +660,10 @@ export function buildProgram(): Command {
     .option("--limit <n>", "how many", "20")
     .option("--json", "machine-readable output")
     .action(async (opts: { limit: string; json?: boolean }) => {
+      const limit = positiveInt(opts.limit, "--limit");
       await withWorkspace(program, async (ws) => {
-        const rows = await ws.state.exports.list(Number(opts.limit));
-        if (opts.json) {
-          printJson(rows);
-          return;
-        }
-        if (rows.length === 0) {
-          console.log("No exports yet.");
-          return;
-        }
-        console.log(
+        const rows = await ws.state.exports.list(limit);
+        printList(rows, opts.json, "No exports yet.", () =>
           table([
             ["EXPORT", "DATE", "DESTINATION", "STATUS", "TAG", "ERROR"],
             ...rows.map((r) => [
@@ -700,28 +689,26 @@ function duration(run: { startedAt: string | null; finishedAt: string | null }):
   return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
 }
 
-function printRuns(
+function runsTable(
   list: ReadonlyArray<
     { runId: string; kind: string; target: string; status: string; attempts: number; error: string | null } & Partial<{
       startedAt: string | null;
       finishedAt: string | null;
     }>
   >,
-): void {
-  console.log(
-    table([
-      ["run", "kind", "target", "status", "attempts", "duration", "error"],
-      ...list.map((r) => [
-        r.runId,
-        r.kind,
-        r.target,
-        r.status,
-        r.attempts,
-        duration({ startedAt: r.startedAt ?? null, finishedAt: r.finishedAt ?? null }),
-        r.error ?? "",
-      ]),
+): string {
+  return table([
+    ["run", "kind", "target", "status", "attempts", "duration", "error"],
+    ...list.map((r) => [
+      r.runId,
+      r.kind,
+      r.target,
+      r.status,
+      r.attempts,
+      duration({ startedAt: r.startedAt ?? null, finishedAt: r.finishedAt ?? null }),
+      r.error ?? "",
     ]),
-  );
+  ]);
 }
 
 async function withCatalog(program: Command, work: (catalog: Catalog) => Promise<void>): Promise<void> {
@@ -763,12 +750,6 @@ function metadataFlags(opts: Record<string, unknown>): Record<string, string> {
     if (typeof value === "string") out[key] = value;
   }
   return out;
-}
-
-function positiveInt(value: string, flag: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`${flag} takes a positive whole number, got '${value}'`);
-  return n;
 }
 
 /** Lines listing problem uploads in text mode; the rest are in `studylake status` and `--json`. */

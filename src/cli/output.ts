@@ -21,6 +21,20 @@ export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, replacer, 2)}\n`);
 }
 
+/**
+ * A list command's output: the items as JSON with `--json`; otherwise a line saying there are none (and how to
+ * get some), or the text `render` makes of them.
+ */
+export function printList<T>(
+  items: readonly T[],
+  json: boolean | undefined,
+  none: string,
+  render: (items: readonly T[]) => string,
+): void {
+  if (json) printJson(items);
+  else console.log(items.length === 0 ? none : render(items));
+}
+
 export interface Progress {
   /** `total` may grow as work is found (for example a dataset at a time). */
   update(done: number, total: number): void;

@@ -4,6 +4,13 @@ import { openWorkspace, type Workspace } from "../workspace/workspace.js";
 /** The command was used wrongly: exit code 2. */
 export class UsageError extends Error {}
 
+/** A flag's value as a positive whole number, or a usage error naming the flag. */
+export function positiveInt(value: string, flag: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`${flag} takes a positive whole number, got '${value}'`);
+  return n;
+}
+
 export interface GlobalOptions {
   workspace: string;
 }

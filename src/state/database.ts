@@ -298,12 +298,25 @@ export async function openDatabase(config: StateConfig, root: string): Promise<O
     const file = path.resolve(root, config.path);
     mkdirSync(path.dirname(file), { recursive: true });
     const database = new SQLite(file);
+    // First, so that every step below waits for another process rather than failing with "database is locked".
+    database.pragma("busy_timeout = 10000");
     database.pragma("journal_mode = WAL");
     database.pragma("synchronous = NORMAL");
     database.pragma("foreign_keys = ON");
-    database.pragma("busy_timeout = 10000");
     const db = new Kysely<StateDatabase>({ dialect: new ImmediateSqliteDialect({ database }) });
-    await migrate(db, undefined);
+    if (!migrated(database)) {
+      // Kysely takes no lock for SQLite migrations: two processes opening a new state file at once would both
+      // run them. The write lock, held across them, makes the second wait and then find nothing to do.
+      database.exec("begin immediate");
+      try {
+        await migrate(db, undefined);
+        database.exec("commit");
+      } catch (err) {
+        database.exec("rollback");
+        await db.destroy();
+        throw err;
+      }
+    }
     return { db, dialect: "sqlite", description: `sqlite:${file}` };
   }
   const pool = new pg.Pool({
@@ -325,6 +338,18 @@ export async function openDatabase(config: StateConfig, root: string): Promise<O
   const db = root_db.withSchema(config.schema);
   await migrate(db, config.schema);
   return { db, dialect: "postgres", description: `postgres:${redact(config.url)} schema ${config.schema}` };
+}
+
+/** Whether a SQLite state file has every migration already (Kysely's own table says): then none need run. */
+function migrated(database: SQLite.Database): boolean {
+  const exists = database
+    .prepare("select 1 from sqlite_master where type = 'table' and name = 'kysely_migration'")
+    .get();
+  if (!exists) return false;
+  const done = new Set(
+    (database.prepare("select name from kysely_migration").all() as Array<{ name: string }>).map((r) => r.name),
+  );
+  return Object.keys(migrations).every((name) => done.has(name));
 }
 
 async function migrate(db: Kysely<StateDatabase>, schema: string | undefined): Promise<void> {
