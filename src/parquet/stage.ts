@@ -123,14 +123,7 @@ export class RelationalizeStage {
       // The deletion export's files are bookmarked with the dataset's own: each run reads only what is new.
       const deletionPrefix = rules.deletedBy === undefined ? undefined : `${DATASET_PREFIX}${rules.deletedBy}/`;
       const isDeletion = (key: string) => deletionPrefix !== undefined && key.startsWith(deletionPrefix);
-      const bookmarks = await state.bookmarks(dataset);
-      const current: Map<string, Bookmark> = await this.json.entries(prefix);
-      if (deletionPrefix) for (const entry of await this.json.entries(deletionPrefix)) current.set(...entry);
-      const changed = [...current].filter(([key, info]) => {
-        const seen = bookmarks.get(key);
-        return !seen || seen.sizeBytes !== info.sizeBytes || seen.modifiedMs !== info.modifiedMs;
-      });
-      const removed = [...bookmarks.keys()].filter((key) => !current.has(key));
+      const { changed, removed } = await this.changes(dataset, deletionPrefix ? [prefix, deletionPrefix] : [prefix]);
       if (changed.length === 0 && removed.length === 0) return report;
 
       const runId = `r${Date.now().toString(36)}${randomBytes(4).toString("hex")}`;
@@ -167,6 +160,27 @@ export class RelationalizeStage {
     } finally {
       duck.close();
     }
+  }
+
+  /**
+   * The files under the prefixes that are new or changed since their bookmarks, and the bookmarked files that
+   * are gone. A method of its own so that the whole listing and bookmarks are not kept while the run goes.
+   */
+  private async changes(
+    dataset: string,
+    prefixes: readonly string[],
+  ): Promise<{ changed: Array<[string, Bookmark]>; removed: string[] }> {
+    const bookmarks = await this.ws.state.relationalize.bookmarks(dataset);
+    const changed: Array<[string, Bookmark]> = [];
+    for (const prefix of prefixes) {
+      for (const [key, info] of await this.json.entries(prefix)) {
+        const seen = bookmarks.get(key);
+        if (!seen || seen.sizeBytes !== info.sizeBytes || seen.modifiedMs !== info.modifiedMs)
+          changed.push([key, info]);
+        bookmarks.delete(key);
+      }
+    }
+    return { changed, removed: [...bookmarks.keys()] };
   }
 
   /** Removes the files of runs that started but never committed (their process died). */
