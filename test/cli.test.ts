@@ -335,6 +335,10 @@ describe("the studylake CLI", () => {
     expect(after.stdout).toBe("healthCode\np1\np3\n");
     const show = await studylake("-w", ws, "datasets", "show", "scores");
     expect(show.stdout).toMatch(/u000003 +snapshot +committed +2 +operator .* withdraw/);
+    const listed = JSON.parse((await studylake("-w", ws, "datasets", "--as", "ana", "--json")).stdout);
+    expect(listed.filter((d: { name: string }) => d.name === "scores")).toMatchObject([
+      { name: "scores", tier: "restricted", updates: 3, latest: "u000003", rows: 2 },
+    ]);
     const audit = JSON.parse((await studylake("-w", ws, "audit", "--user", "ana", "--json")).stdout);
     expect(audit.map((e: { outcome: string }) => e.outcome)).toEqual(["ok", "refused", "ok", "ok", "ok", "refused"]);
   }, 180_000);

@@ -187,6 +187,8 @@ function stateStoreSuite(
       expect(await ids({ status: "committed", live: true, through: u3 })).toEqual([u2, u3]);
       expect(await ids({ status: "committed", live: true, committedBy })).toEqual([u2, u3]);
       expect(await ids({ status: "committed", through: u3 })).toEqual([u1, u2, u3]);
+      const { count, latest } = await lake.committed("visits");
+      expect([count, latest?.update, latest?.manifest?.rows]).toEqual([4, u5, 1]);
     });
 
     it("keeps its tables across reopening (migrations run once)", async () => {

@@ -123,13 +123,8 @@ export function addLakeCommands(program: Command): void {
         const list = await lake.datasets(caller);
         const rows = await Promise.all(
           list.map(async (d) => {
-            const updates = (await lake.updates(d.name, caller)).filter((u) => u.status === "committed");
-            return {
-              ...d,
-              updates: updates.length,
-              latest: updates.at(-1)?.update ?? null,
-              rows: updates.at(-1)?.manifest?.rows ?? null,
-            };
+            const { count, latest } = await lake.committed(d.name, caller);
+            return { ...d, updates: count, latest: latest?.update ?? null, rows: latest?.manifest?.rows ?? null };
           }),
         );
         printList(rows, opts.json, "No datasets you may read.", () =>

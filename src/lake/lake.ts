@@ -171,6 +171,12 @@ export class Lake {
     return this.state.updates(name);
   }
 
+  /** How many committed updates a dataset has, and the newest: what a listing shows, without every manifest. */
+  async committed(name: string, actor: Principal): Promise<{ count: number; latest: Update | undefined }> {
+    await this.dataset(name, actor);
+    return this.state.committed(name);
+  }
+
   /** Takes in an external file (CSV, TSV, NDJSON, JSON, Parquet) as a new update, kept raw and as Parquet. */
   async importFile(
     name: string,

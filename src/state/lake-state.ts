@@ -158,6 +158,17 @@ export class LakeState {
     return (await chosen.selectAll().orderBy("update_id").execute()).map(toUpdate);
   }
 
+  /** How many committed updates a dataset has, and the newest (only its manifest is read). */
+  async committed(dataset: string): Promise<{ count: number; latest: Update | undefined }> {
+    const committed = this.db
+      .selectFrom("lake_updates")
+      .where("dataset", "=", dataset)
+      .where("status", "=", "committed");
+    const { n } = await committed.select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow();
+    const latest = await committed.selectAll().orderBy("update_id", "desc").limit(1).executeTakeFirst();
+    return { count: Number(n), latest: latest && toUpdate(latest) };
+  }
+
   async createUser(name: string): Promise<void> {
     await this.db
       .insertInto("lake_users")
