@@ -505,7 +505,7 @@ export class StageRun {
         this.noteRecord(record, (files[file] as BatchFile).key, order, counted);
       }
       const schema = this.finalSchema();
-      const selects = typed.selects(schema);
+      const selects = await typed.selects(schema);
       const prefix = `${runId}_b${this.batch}`;
       this.batch++;
       for (const table of schema.tables) {

@@ -373,11 +373,18 @@ export class TypedBatch {
     return Number(rows.getRowsJS()[0]?.[0] ?? 0);
   }
 
-  /** The SELECT giving each table's rows for the typed documents, in the schema's columns and types. */
-  selects(schema: DatasetSchema): Map<string, string> {
+  /**
+   * The SELECT giving each table's rows for the typed documents, in the schema's columns and types. The
+   * documents kept are gathered once for all the tables (each table's SELECT computed `meta`'s union, join and
+   * filter again before).
+   */
+  async selects(schema: DatasetSchema): Promise<Map<string, string>> {
     if (this.plan === null) return new Map();
-    const typed = `(SELECT seq, rec, j FROM ${this.table("meta")} WHERE seq IN (SELECT seq FROM ${this.table("keep")}))`;
-    return typedTableSelects(schema, this.plan, typed);
+    const rows = this.table("rows");
+    await this.connection.run(
+      `CREATE OR REPLACE TEMP TABLE ${rows} AS SELECT seq, rec, j FROM ${this.table("meta")} WHERE seq IN (SELECT seq FROM ${this.table("keep")})`,
+    );
+    return typedTableSelects(schema, this.plan, rows);
   }
 
   async close(): Promise<void> {
