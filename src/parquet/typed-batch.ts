@@ -374,9 +374,10 @@ export class TypedBatch {
   }
 
   /**
-   * The SELECT giving each table's rows for the typed documents, in the schema's columns and types. The
-   * documents kept are gathered once for all the tables (each table's SELECT computed `meta`'s union, join and
-   * filter again before).
+   * The batch's last step: the SELECT giving each table's rows for the typed documents, in the schema's columns
+   * and types. The documents kept are gathered once for all the tables (each table's SELECT computed `meta`'s
+   * union, join and filter again before), and every other reading is let go before DuckDB writes the tables,
+   * so a group holds its typed readings once.
    */
   async selects(schema: DatasetSchema): Promise<Map<string, string>> {
     if (this.plan === null) return new Map();
@@ -384,6 +385,9 @@ export class TypedBatch {
     await this.connection.run(
       `CREATE OR REPLACE TEMP TABLE ${rows} AS SELECT seq, rec, j FROM ${this.table("meta")} WHERE seq IN (SELECT seq FROM ${this.table("keep")})`,
     );
+    await this.connection.run(`DROP VIEW ${this.table("meta")}`);
+    for (const read of ["metaSmall", "metaLarge"])
+      await this.connection.run(`DROP TABLE IF EXISTS ${this.table(read)}`);
     return typedTableSelects(schema, this.plan, rows);
   }
 
