@@ -5,7 +5,7 @@
  *   npm run bench:pipeline -- [count]      (default 600; needs PostgreSQL at STUDYLAKE_TEST_POSTGRES_URL)
  */
 import { spawn } from "node:child_process";
-import { cp, mkdir, rm, writeFile } from "node:fs/promises";
+import { cp, mkdir, rename, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -103,11 +103,21 @@ async function main(): Promise<void> {
     ),
   );
   await new Promise((r) => setTimeout(r, 3000));
+  const staged = path.join(two, "staging");
+  await cp(uploads, staged, { recursive: true });
   start = performance.now();
-  await cp(uploads, path.join(two, "incoming"), { recursive: true });
+  await rename(staged, path.join(two, "incoming"));
   while (!(await settled(ws))) await new Promise((r) => setTimeout(r, 50));
   const twoSeconds = (performance.now() - start) / 1000;
-  for (const w of workers) w.kill("SIGTERM");
+  // Stopped and gone before their workspace is removed.
+  await Promise.all(
+    workers.map((w) => {
+      if (w.exitCode !== null || w.signalCode !== null) return undefined;
+      const exited = new Promise((resolve) => w.once("exit", resolve));
+      w.kill("SIGTERM");
+      return exited;
+    }),
+  );
   await ws.close();
 
   console.log(`\n${count} uploads, PostgreSQL state, node ${process.version}, ${os.cpus().length} cores`);

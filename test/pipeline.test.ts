@@ -1,5 +1,7 @@
+import { copyFile, mkdir, readdir, utimes } from "node:fs/promises";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
+import path from "node:path";
 import { describe, expect, it } from "vitest";
 import type { Config } from "../src/config/config.js";
 import { backoffSeconds, isTransient } from "../src/pipeline/errors.js";
@@ -7,7 +9,14 @@ import type { Run } from "../src/pipeline/models.js";
 import { type Executor, Pipeline } from "../src/pipeline/pipeline.js";
 import { dueTick } from "../src/pipeline/schedule.js";
 import { assertTransition, IllegalTransitionError, predecessors, RunStatus } from "../src/pipeline/status.js";
-import { POSTGRES_URL, postgresAvailable, uniqueSchema, workspacePerTest } from "./support/workspace.js";
+import {
+  FIXTURE_ARCHIVE,
+  FIXTURE_RECORD,
+  POSTGRES_URL,
+  postgresAvailable,
+  uniqueSchema,
+  workspacePerTest,
+} from "./support/workspace.js";
 
 const pgReady = await postgresAvailable();
 
@@ -238,6 +247,28 @@ function pipelineSuite(name: string, state: () => Config["state"] | undefined) {
       expect(due[0]).toMatchObject({ kind: "relationalize", target: "D", requestedBy: "schedule:daily" });
       expect(await pipeline.requestDue()).toEqual([]);
       expect(await ws.state.pipeline.list()).toHaveLength(1);
+    });
+
+    it("takes an archive from the drop folder only once it and its sidecar have stopped changing", async () => {
+      const ws = await open({ dropQuietSeconds: 60 });
+      const drop = path.join(ws.root, "incoming");
+      const archive = path.join(drop, path.basename(FIXTURE_ARCHIVE));
+      const sidecar = `${archive}.metadata.json`;
+      await mkdir(drop, { recursive: true });
+      await copyFile(FIXTURE_ARCHIVE, archive);
+      await copyFile(`${FIXTURE_ARCHIVE}.metadata.json`, sidecar);
+      const pipeline = new Pipeline(ws);
+      expect(await pipeline.requestDue()).toEqual([]);
+      const quiet = new Date(Date.now() - 120_000);
+      await utimes(archive, quiet, quiet);
+      // The sidecar is still being written.
+      expect(await pipeline.requestDue()).toEqual([]);
+      await utimes(sidecar, quiet, quiet);
+      expect(await pipeline.requestDue()).toMatchObject([{ kind: "intake", requestedBy: "drop-folder" }]);
+      const summary = await pipeline.drain();
+      expect(summary.runs.find((r) => r.kind === "intake")?.status).toBe("succeeded");
+      expect((await ws.state.listUploads({})).map((u) => u.recordId)).toEqual([FIXTURE_RECORD]);
+      expect(await readdir(drop)).toEqual([".done"]);
     });
 
     it("posts each outcome to the webhook, and a webhook that is down never fails the run", async () => {

@@ -206,6 +206,12 @@ export const Config = z.object({
     .object({
       /** Archives dropped here are taken in by `studylake run` and `studylake worker`, then moved to `.done/`. */
       dropFolder: z.string().default("incoming"),
+      /**
+       * An archive in the drop folder is taken in once neither it nor its sidecar has changed for this long, for
+       * writers that copy in place (a copy still being written keeps changing). 0: at once, for writers that
+       * copy under another name and rename, as rsync does.
+       */
+      dropQuietSeconds: z.number().nonnegative().default(0),
       /** How long a worker's claim on a target lasts without renewal; a dead worker's runs are retried after it. */
       leaseSeconds: z.number().int().positive().default(120),
       maxAttempts: z.number().int().min(1).default(3),
@@ -218,6 +224,7 @@ export const Config = z.object({
     })
     .default({
       dropFolder: "incoming",
+      dropQuietSeconds: 0,
       leaseSeconds: 120,
       maxAttempts: 3,
       retryBaseSeconds: 30,

@@ -54,6 +54,25 @@ export async function listArchives(dir: string): Promise<string[]> {
   return files.map((relative) => path.join(dir, ...relative.split("/")));
 }
 
+/**
+ * The archives below a drop folder that are ready: neither the archive nor its sidecar has changed in the last
+ * `quietSeconds` (a copy still being written keeps changing), in sorted order.
+ */
+export async function readyArchives(dir: string, quietSeconds: number): Promise<string[]> {
+  const before = Date.now() - quietSeconds * 1000;
+  const changedAt = (file: string) =>
+    stat(file).then(
+      (s) => s.mtimeMs,
+      () => undefined,
+    );
+  const ready: string[] = [];
+  for (const file of await listArchives(dir)) {
+    const [archive, sidecar] = await Promise.all([changedAt(file), changedAt(`${file}${SIDECAR_SUFFIX}`)]);
+    if (archive !== undefined && archive <= before && (sidecar ?? 0) <= before) ready.push(file);
+  }
+  return ready;
+}
+
 async function isFile(p: string): Promise<boolean> {
   try {
     return (await stat(p)).isFile();

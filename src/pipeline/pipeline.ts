@@ -7,7 +7,7 @@ import { type Config, DEFAULT_DESTINATION } from "../config/config.js";
 import { Exporter, exportTarget } from "../export/exporter.js";
 import { yesterday } from "../export/plan.js";
 import { parseExportRequest } from "../export/request.js";
-import { listArchives, SIDECAR_SUFFIX } from "../intake/discover.js";
+import { readyArchives, SIDECAR_SUFFIX } from "../intake/discover.js";
 import { Intake } from "../intake/intake.js";
 import { Lake, readTransform } from "../lake/lake.js";
 import { RelationalizeStage } from "../parquet/stage.js";
@@ -47,7 +47,8 @@ export function withDeletionTargets(settings: Config["relationalize"], datasets:
 export const EXECUTORS: Record<RunKind, Executor> = {
   async intake(run, { ws, log }) {
     const drop = path.resolve(ws.root, ws.config.pipeline.dropFolder);
-    const paths = (run.params.paths as string[] | undefined) ?? [drop];
+    const given = run.params.paths as string[] | undefined;
+    const paths = given ?? (await readyArchives(drop, ws.config.pipeline.dropQuietSeconds));
     const report = await new Intake(ws).ingest(paths);
     log.info({ actions: report.actions, statuses: report.statuses }, "intake finished");
     if (report.actions.failed > 0) {
@@ -57,7 +58,7 @@ export const EXECUTORS: Record<RunKind, Executor> = {
       );
     }
     // Archives taken in leave the drop folder (their raw copies are kept under raw/), so the next poll skips them.
-    if (paths.length === 1 && paths[0] === drop)
+    if (given === undefined)
       await moveDone(
         drop,
         run.runId,
@@ -177,7 +178,7 @@ export class Pipeline {
   async requestDue(now = new Date()): Promise<Run[]> {
     const runs: Run[] = [];
     const drop = path.resolve(this.ws.root, this.ws.config.pipeline.dropFolder);
-    if (await hasArchives(drop))
+    if ((await readyArchives(drop, this.ws.config.pipeline.dropQuietSeconds)).length > 0)
       runs.push(await this.requestOnce({ kind: "intake", target: "intake", requestedBy: "drop-folder" }));
     for (const schedule of [...this.ws.config.pipeline.schedules, ...(await transformSchedules(this.ws))]) {
       const lastTick = await this.state.lastTick(schedule.name);
@@ -350,10 +351,6 @@ export class Pipeline {
       log.warn({ err: (err as Error).message }, "webhook could not be reached");
     }
   }
-}
-
-async function hasArchives(dir: string): Promise<boolean> {
-  return (await listArchives(dir)).length > 0;
 }
 
 /** The schedules of the transformation folders listed in `lake.transforms` whose pipeline.json has one. */
