@@ -362,11 +362,14 @@ export class Lake {
   private async stateOf(dataset: Dataset, options: QueryOptions): Promise<DatasetState> {
     const asOf = options.asOf?.[dataset.name];
     const filter: UpdateFilter = { status: "committed", live: true, ...(asOf === undefined ? {} : { through: asOf }) };
-    let live = await this.state.updates(dataset.name, filter);
-    if (asOf !== undefined && live.at(-1)?.update !== asOf)
-      throw new LakeError(`dataset '${dataset.name}' has no update '${asOf}'`);
-    if (options.at !== undefined) {
-      live = await this.state.updates(dataset.name, { ...filter, committedBy: new Date(options.at).toISOString() });
+    const live = await this.state.updates(
+      dataset.name,
+      options.at === undefined ? filter : { ...filter, committedBy: new Date(options.at).toISOString() },
+    );
+    if (asOf !== undefined) {
+      // The update must exist whatever the time asked for; without one, the live updates end with it if it does.
+      const named = options.at === undefined ? live : await this.state.updates(dataset.name, filter);
+      if (named.at(-1)?.update !== asOf) throw new LakeError(`dataset '${dataset.name}' has no update '${asOf}'`);
     }
     const files = live.flatMap((u) => (u.manifest?.files ?? []).map((f) => path.join(this.root, ...f.path.split("/"))));
     const columns = [...new Set(live.flatMap((u) => (u.manifest?.schema ?? []).map((c) => c.name)))];

@@ -111,12 +111,7 @@ export class LocalObjectStore implements ObjectStore {
   }
 
   async exists(key: string): Promise<boolean> {
-    try {
-      return statSync(this.localPath(key)).isFile();
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
-      throw err;
-    }
+    return this.stat(key) !== undefined;
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
