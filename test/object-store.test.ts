@@ -1,7 +1,7 @@
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { InvalidKeyError, LocalObjectStore } from "../src/storage/object-store.js";
+import { InvalidKeyError, LocalObjectStore, type ObjectInfo } from "../src/storage/object-store.js";
 import { tempDir } from "./support/workspace.js";
 
 const cleanups: Array<() => Promise<void>> = [];
@@ -53,15 +53,45 @@ describe("the local object store", () => {
     expect(await s.list("other/z/")).toEqual([]);
   });
 
-  it("lists objects with the size and modification time a head gives, in key order", async () => {
+  it("lists objects with the size and modification time a head gives, in key order, a folder at a time", async () => {
     const s = await store();
     await s.put("d/b.ndjson", "{}\n");
     await s.put("d/a.ndjson", '{"x":12}\n');
+    // A file named like a folder and a dash sorts before it ('-' < '/'); the walk must still give key order.
+    for (const key of ["d/x/1.ndjson", "d/x-y.ndjson", "d/x/0.ndjson", "d/w/9.ndjson", "d/x0.ndjson"])
+      await s.put(key, "{}\n");
     await writeFile(path.join(s.location, "d", "c.ndjson.tmp-abc"), "{");
-    const entries = await s.entries("d/");
-    expect([...entries.keys()]).toEqual(["d/a.ndjson", "d/b.ndjson"]);
-    for (const [key, info] of entries) expect(info).toEqual(await s.head(key));
-    expect(entries.get("d/a.ndjson")?.sizeBytes).toBe(9);
-    expect(await s.entries("none/")).toEqual(new Map());
+    const pages: Array<Array<[string, ObjectInfo]>> = [];
+    for await (const page of s.entries("d/")) pages.push(page);
+    const keys = pages.flat().map(([key]) => key);
+    expect(keys).toEqual([...keys].sort());
+    expect(keys).toEqual([
+      "d/a.ndjson",
+      "d/b.ndjson",
+      "d/w/9.ndjson",
+      "d/x-y.ndjson",
+      "d/x/0.ndjson",
+      "d/x/1.ndjson",
+      "d/x0.ndjson",
+    ]);
+    // One page per run of files in a folder, never the whole listing at once.
+    expect(pages.map((p) => p.length)).toEqual([2, 1, 1, 2, 1]);
+    for (const [key, info] of pages.flat()) expect(info).toEqual(await s.head(key));
+    expect(pages[0]?.[0]?.[1].sizeBytes).toBe(9);
+    expect(await s.list("d/")).toEqual(keys);
+    const none: unknown[] = [];
+    for await (const page of s.entries("none/")) none.push(page);
+    expect(none).toEqual([]);
+  });
+
+  it("lists the folders directly under a prefix", async () => {
+    const s = await store();
+    for (const key of ["dataset=b/x=1/r.ndjson", "dataset=a/r.ndjson", "dataset.txt", "other/z", "datasets/q"])
+      await s.put(key, "{}\n");
+    expect(await s.folders("dataset=")).toEqual(["dataset=a/", "dataset=b/"]);
+    expect(await s.folders()).toEqual(["dataset=a/", "dataset=b/", "datasets/", "other/"]);
+    expect(await s.folders("dataset=b/")).toEqual(["dataset=b/x=1/"]);
+    expect(await s.folders("none/")).toEqual([]);
+    await expect(s.folders("../")).rejects.toBeInstanceOf(InvalidKeyError);
   });
 });

@@ -267,4 +267,72 @@ describe("relationalize in bounded batches", () => {
     // Many files were written (one per batch and partition), none lost to another's name.
     expect((await listParquet(path.join(stage.parquetRoot, "Samples_samples"))).length).toBeGreaterThan(5);
   });
+
+  it("takes a backlog larger than filesPerRun in several committed runs, the same tables as one run, and resumes a cut-off catch-up", async () => {
+    const folder = path.join(await tempDir(), "json");
+    const doc = (id: string, n: number, tag: string) =>
+      JSON.stringify({ recordid: id, tag, samples: Array.from({ length: n }, (_, i) => ({ i })) });
+    // Ten one-record files over two days, uploaded one second apart; r3 comes again in the ninth, in a later run.
+    const ids = ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r3", "r9"];
+    for (const [i, id] of ids.entries()) {
+      const day = path.join(folder, "dataset=Samples", "assessmentid=a", "year=2022", "month=2", `day=${1 + (i % 2)}`);
+      await mkdir(day, { recursive: true });
+      const file = path.join(day, `f${i}.ndjson`);
+      await writeFile(file, `${doc(id, 1 + (i % 3), i === 8 ? "second" : "first")}\n`);
+      await utimes(file, new Date(1_700_000_000_000 + i * 1000), new Date(1_700_000_000_000 + i * 1000));
+    }
+    const config = (filesPerRun: number) => ({
+      relationalize: {
+        recordField: "recordid",
+        partitionFields: ["assessmentid", "year", "month", "day"],
+        filesPerRun,
+      },
+    });
+    const tables = async (ws: TestWorkspace["ws"]) => [
+      await rows(ws, "SELECT recordid, tag, assessmentid, year, month, day FROM Samples ORDER BY recordid"),
+      await rows(ws, "SELECT recordid, i, index FROM Samples_samples ORDER BY recordid, index"),
+      await lakeRows(ws, "SELECT recordid, tag FROM Samples ORDER BY recordid"),
+    ];
+
+    const whole = await makeWorkspace(config(1000));
+    const backlog = await makeWorkspace(config(3));
+    const cut = await makeWorkspace(config(3));
+    try {
+      const once = await new RelationalizeStage(whole.ws, new LocalObjectStore(folder)).run("Samples");
+      expect(once).toMatchObject({ runs: 1, filesRead: 10, records: 9 });
+      const heard: Array<[number, number]> = [];
+      const report = await new RelationalizeStage(backlog.ws, new LocalObjectStore(folder)).run("Samples", {
+        onFiles: (done, total) => heard.push([done, total]),
+      });
+      // Runs of 3, 3, 3 and 1 files; r3's second upload, in the third run, replaces the first run's rows.
+      expect(report).toMatchObject({ runs: 4, filesRead: 10, records: 10, replaced: 1, runId: expect.any(String) });
+      expect(heard.map(([done]) => done)).toEqual([...heard.map(([done]) => done)].sort((a, b) => a - b));
+      expect(heard.at(-1)).toEqual([10, 10]);
+      expect((await backlog.ws.state.relationalize.runs("Samples")).map((r) => r.status)).toEqual(
+        Array(4).fill("committed"),
+      );
+      const expected = await tables(whole.ws);
+      expect(expected[0]).toHaveLength(9);
+      expect(expected[0]?.find((r) => r[0] === "r3")?.[1]).toBe("second");
+      expect(await tables(backlog.ws)).toEqual(expected);
+      expect(report.tables.find((t) => t.table === "Samples_samples")?.rows).toBe(
+        ids.reduce((n, _, i) => n + 1 + (i % 3), 0),
+      );
+
+      // A catch-up cut off in its second run keeps its first, and a rerun does the rest, without duplicates.
+      const failing = new LocalObjectStore(folder);
+      const get = failing.get.bind(failing);
+      failing.get = async (key: string) => {
+        if (key.endsWith("/f4.ndjson")) throw new Error("EIO: i/o error, read");
+        return get(key);
+      };
+      await expect(new RelationalizeStage(cut.ws, failing).run("Samples")).rejects.toThrow(/EIO/);
+      expect((await cut.ws.state.relationalize.runs("Samples")).map((r) => r.status)).toEqual(["committed", "running"]);
+      const rest = await new RelationalizeStage(cut.ws, new LocalObjectStore(folder)).run("Samples");
+      expect(rest).toMatchObject({ runs: 3, filesRead: 7 });
+      expect(await tables(cut.ws)).toEqual(expected);
+    } finally {
+      for (const w of [whole, backlog, cut]) await w.cleanup();
+    }
+  });
 });

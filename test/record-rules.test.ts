@@ -91,6 +91,7 @@ describe("record rules (pure)", () => {
       partitionFields: [],
       batchRows: 10,
       groupBytes: 1024,
+      filesPerRun: 100,
       typed: true,
       datasets: {
         a: { key: ["GlobalKey"], newestBy: ["x"], deletedBy: "a_Deleted" },

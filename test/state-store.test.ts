@@ -191,6 +191,39 @@ function stateStoreSuite(
       expect([count, latest?.update, latest?.manifest?.rows]).toEqual([4, u5, 1]);
     });
 
+    it("looks up a dataset's bookmarks by key, counts them, and lists them a page at a time", async () => {
+      const state = store.relationalize;
+      const schema = { root: "d", recordField: "recordid", inherit: ["recordid"], tables: [] };
+      const keys = ["dataset=d/b.ndjson", "dataset=d/a.ndjson", "dataset=d/x/c.ndjson", "dataset=d/e", "dataset=d/é"];
+      for (const [dataset, names] of [
+        ["d", keys],
+        ["other", ["dataset=other/a.ndjson"]],
+      ] as const) {
+        const runId = `run-${dataset}`;
+        await state.startRun(runId, dataset);
+        await state.commitRun({
+          runId,
+          dataset,
+          schema,
+          bookmarks: new Map(names.map((key, i) => [key, { sizeBytes: i, modifiedMs: 1_700_000_000_000 + i }])),
+          removedKeys: [],
+          records: new Map(),
+          removedRecords: [],
+          deletedRecords: [],
+          removedDeletionKeys: [],
+          summary: {},
+        });
+      }
+      const found = await state.bookmarks("d", ["dataset=d/a.ndjson", "dataset=d/none", "dataset=other/a.ndjson"]);
+      expect([...found]).toEqual([["dataset=d/a.ndjson", { sizeBytes: 1, modifiedMs: 1_700_000_000_001 }]]);
+      expect(await state.bookmarkCount("d")).toBe(5);
+      expect(await state.bookmarkCount("none")).toBe(0);
+      const pages: string[][] = [];
+      for await (const page of state.bookmarkedKeys("d", 2)) pages.push(page);
+      expect(pages.map((p) => p.length)).toEqual([2, 2, 1]);
+      expect(pages.flat().sort()).toEqual([...keys].sort());
+    });
+
     it("keeps its tables across reopening (migrations run once)", async () => {
       await store.close();
       store = await StateStore.open(env.config, env.root);

@@ -229,6 +229,8 @@ export function buildProgram(): Command {
           console.log(
             `${r.dataset}: ${r.filesRead} files, ${r.documents} documents (${r.typedDocuments} read by DuckDB), ${r.records} records (${r.replaced} replaced, ${r.deleted} deleted) → ${tables}`,
           );
+          if (r.runs > 1)
+            console.log(`  in ${r.runs} runs of at most relationalize.filesPerRun files, each committed on its own`);
           if (r.older > 0)
             console.log(`  ${r.older} older versions of records in the tables were not written (newestBy)`);
           if (r.deletedByExport > 0) console.log(`  ${r.deletedByExport} removed or kept out by the deletion export`);

@@ -250,6 +250,11 @@ export const Config = z.object({
         .positive()
         .default(64 * 1024 * 1024),
       /**
+       * New files one run takes at most: a larger backlog (a first run over a long history) goes in several
+       * runs, each committed, so a process killed in a long catch-up loses only the run it was in.
+       */
+      filesPerRun: z.number().int().positive().default(50_000),
+      /**
        * Let DuckDB read and relationalize the documents whose structure says everything about them (most
        * documents; see src/parquet/typed-batch.ts); the rest, or everything when false, is parsed in JavaScript.
        * Both give the same tables.
@@ -263,6 +268,7 @@ export const Config = z.object({
       partitionFields: ["assessmentid", "year", "month", "day"],
       batchRows: 50_000,
       groupBytes: 64 * 1024 * 1024,
+      filesPerRun: 50_000,
       typed: true,
       datasets: {},
     }),

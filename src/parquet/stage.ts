@@ -1,9 +1,11 @@
 import { randomBytes } from "node:crypto";
 import { readdir, rm } from "node:fs/promises";
 import path from "node:path";
-import { ConfigError, datasetRules } from "../config/config.js";
+import type { DuckDBConnection } from "@duckdb/node-api";
+import { ConfigError, datasetRules, type EffectiveDatasetRules } from "../config/config.js";
 import type { TypeConflict } from "../relationalize/model.js";
 import { safeName } from "../relationalize/naming.js";
+import { compareOrder } from "../relationalize/records.js";
 import { Relationalizer } from "../relationalize/relationalize.js";
 import type { Bookmark } from "../state/relationalize-state.js";
 import type { ObjectStore } from "../storage/object-store.js";
@@ -21,15 +23,17 @@ export interface TableReport {
 
 export interface RelationalizeReport {
   dataset: string;
-  /** Null when there was nothing new (no run was made). */
+  /** Null when there was nothing new (no run was made); the last run's when a backlog took several. */
   runId: string | null;
+  /** Runs made: more than one when there were more new files than `relationalize.filesPerRun`. */
+  runs: number;
   filesRead: number;
   documents: number;
   /** Of those, documents DuckDB read and relationalized itself (the typed way, see typed-batch.ts). */
   typedDocuments: number;
   /** Groups of files DuckDB read for them (at most `relationalize.groupBytes` of JSON each). */
   groups: number;
-  /** Records written in this run. */
+  /** Records written in this run (in a backlog of several runs, the sum of each run's). */
   records: number;
   /** Records that were already in the tables and were replaced by a newer upload. */
   replaced: number;
@@ -76,40 +80,23 @@ export class RelationalizeStage {
 
   /** Dataset ids present in the JSON store. */
   async datasets(): Promise<string[]> {
-    const ids = new Set<string>();
-    for (const key of await this.json.list(DATASET_PREFIX)) {
-      const first = key.split("/")[0] ?? "";
-      ids.add(first.slice(DATASET_PREFIX.length));
-    }
-    return [...ids].sort();
+    return (await this.json.folders(DATASET_PREFIX)).map((folder) => folder.slice(DATASET_PREFIX.length, -1));
   }
 
-  /** `onFiles` hears how many of the run's new or changed files are done, of how many, as the run goes. */
+  /**
+   * Relationalizes what is new or changed in a dataset. A backlog larger than `relationalize.filesPerRun`
+   * files goes in several runs, oldest uploads first, each committed on its own: a run's bookkeeping stays
+   * bounded, and a process killed in a long catch-up loses only the run it was in. The report sums them.
+   * `onFiles` hears how many of the new or changed files are done, of how many, as the runs go.
+   */
   async run(
     dataset: string,
     options: { onFiles?: (done: number, total: number) => void } = {},
   ): Promise<RelationalizeReport> {
-    const state = this.ws.state.relationalize;
     const settings = this.ws.config.relationalize;
-    const report: RelationalizeReport = {
-      dataset,
-      runId: null,
-      filesRead: 0,
-      documents: 0,
-      typedDocuments: 0,
-      groups: 0,
-      records: 0,
-      replaced: 0,
-      deleted: 0,
-      deletedByExport: 0,
-      older: 0,
-      counts: [],
-      unreadable: [],
-      tables: [],
-      conflicts: [],
-    };
+    const total = emptyReport(dataset);
     const rules = datasetRules(settings, dataset);
-    const previous = await state.schema(dataset);
+    const previous = await this.ws.state.relationalize.schema(dataset);
     if (previous && previous.recordField !== rules.recordField) {
       throw new ConfigError(
         `dataset ${dataset}: its tables identify records by '${previous.recordField}', the configuration says '${rules.recordField}'; remove its tables and state to change it`,
@@ -124,63 +111,111 @@ export class RelationalizeStage {
       const deletionPrefix = rules.deletedBy === undefined ? undefined : `${DATASET_PREFIX}${rules.deletedBy}/`;
       const isDeletion = (key: string) => deletionPrefix !== undefined && key.startsWith(deletionPrefix);
       const { changed, removed } = await this.changes(dataset, deletionPrefix ? [prefix, deletionPrefix] : [prefix]);
-      if (changed.length === 0 && removed.length === 0) return report;
+      if (changed.length === 0 && removed.length === 0) return total;
 
-      const runId = `r${Date.now().toString(36)}${randomBytes(4).toString("hex")}`;
-      report.runId = runId;
-      await state.startRun(runId, dataset);
-
-      const rootName = safeName(dataset);
-      const relationalizer = previous
-        ? new Relationalizer(previous)
-        : Relationalizer.create(rootName, {
-            recordField: rules.recordField,
-            inherit: [...new Set([rules.recordField, ...rules.key, ...settings.partitionFields])],
-          });
-      const run = new StageRun({
-        ws: this.ws,
-        json: this.json,
-        parquetRoot: this.parquetRoot,
-        connection: duck.connection,
-        dataset,
-        runId,
-        report,
-        relationalizer,
-        previous,
-        rules,
-        onFiles: options.onFiles,
-      });
       const [changedDeletions, changedData] = split(changed, ([key]) => isDeletion(key));
-      const [removedDeletions, removedKeys] = split(removed, isDeletion);
-      const removedDeletionKeys = await run.prepare(changedDeletions, removedDeletions);
-      await run.read(changedData.sort((a, b) => a[1].modifiedMs - b[1].modifiedMs || (a[0] < b[0] ? -1 : 1)));
-      const removedRecords = await run.settle(removedKeys);
-      await run.publish(changed, removed, removedRecords, removedDeletionKeys);
-      return report;
+      const ordered = changedData.sort((a, b) => a[1].modifiedMs - b[1].modifiedMs || (a[0] < b[0] ? -1 : 1));
+      // The first run also takes the deletion export's files and every removed file.
+      for (let start = 0; start === 0 || start < ordered.length; start += settings.filesPerRun) {
+        const first = start === 0;
+        const report = await this.runOnce(duck.connection, dataset, rules, {
+          deletions: first ? changedDeletions : [],
+          data: ordered.slice(start, start + settings.filesPerRun),
+          removed: first ? removed : [],
+          isDeletion,
+          onFiles: options.onFiles && ((done) => options.onFiles?.(start + done, ordered.length)),
+        });
+        addReport(total, report);
+      }
+      return total;
     } finally {
       duck.close();
     }
   }
 
+  /** One run: these files relationalized, staged, published and committed. */
+  private async runOnce(
+    connection: DuckDBConnection,
+    dataset: string,
+    rules: EffectiveDatasetRules,
+    files: {
+      deletions: Array<[string, Bookmark]>;
+      data: Array<[string, Bookmark]>;
+      removed: string[];
+      isDeletion: (key: string) => boolean;
+      onFiles: ((done: number) => void) | undefined;
+    },
+  ): Promise<RelationalizeReport> {
+    const state = this.ws.state.relationalize;
+    const report = emptyReport(dataset);
+    const runId = `r${Date.now().toString(36)}${randomBytes(4).toString("hex")}`;
+    report.runId = runId;
+    // Read again for each run: the run before may have grown the schema.
+    const previous = await state.schema(dataset);
+    await state.startRun(runId, dataset);
+    const relationalizer = previous
+      ? new Relationalizer(previous)
+      : Relationalizer.create(safeName(dataset), {
+          recordField: rules.recordField,
+          inherit: [...new Set([rules.recordField, ...rules.key, ...this.ws.config.relationalize.partitionFields])],
+        });
+    const run = new StageRun({
+      ws: this.ws,
+      json: this.json,
+      parquetRoot: this.parquetRoot,
+      connection,
+      dataset,
+      runId,
+      report,
+      relationalizer,
+      previous,
+      rules,
+      onFiles: files.onFiles,
+    });
+    const [removedDeletions, removedKeys] = split(files.removed, files.isDeletion);
+    const removedDeletionKeys = await run.prepare(files.deletions, removedDeletions);
+    await run.read(files.data);
+    const removedRecords = await run.settle(removedKeys);
+    await run.publish([...files.deletions, ...files.data], files.removed, removedRecords, removedDeletionKeys);
+    return report;
+  }
+
   /**
    * The files under the prefixes that are new or changed since their bookmarks, and the bookmarked files that
-   * are gone. A method of its own so that the whole listing and bookmarks are not kept while the run goes.
+   * are gone. The listing is compared a page at a time, so a run holds what changed, not the dataset's every
+   * file: the daily run of a large history costs little memory. Only when fewer files matched a bookmark than
+   * there are bookmarks are the bookmarks gone through again, to find the files that went.
    */
   private async changes(
     dataset: string,
     prefixes: readonly string[],
   ): Promise<{ changed: Array<[string, Bookmark]>; removed: string[] }> {
-    const bookmarks = await this.ws.state.relationalize.bookmarks(dataset);
+    const state = this.ws.state.relationalize;
     const changed: Array<[string, Bookmark]> = [];
+    let matched = 0;
     for (const prefix of prefixes) {
-      for (const [key, info] of await this.json.entries(prefix)) {
-        const seen = bookmarks.get(key);
-        if (!seen || seen.sizeBytes !== info.sizeBytes || seen.modifiedMs !== info.modifiedMs)
-          changed.push([key, info]);
-        bookmarks.delete(key);
+      for await (const page of this.json.entries(prefix)) {
+        const bookmarks = await state.bookmarks(
+          dataset,
+          page.map(([key]) => key),
+        );
+        for (const [key, info] of page) {
+          const seen = bookmarks.get(key);
+          if (seen) matched++;
+          if (!seen || seen.sizeBytes !== info.sizeBytes || seen.modifiedMs !== info.modifiedMs)
+            changed.push([key, info]);
+        }
       }
     }
-    return { changed, removed: [...bookmarks.keys()] };
+    const removed: string[] = [];
+    if (matched < (await state.bookmarkCount(dataset))) {
+      for await (const keys of state.bookmarkedKeys(dataset)) {
+        for (const key of keys) {
+          if (!prefixes.some((p) => key.startsWith(p)) || !(await this.json.exists(key))) removed.push(key);
+        }
+      }
+    }
+    return { changed, removed };
   }
 
   /** Removes the files of runs that started but never committed (their process died). */
@@ -205,6 +240,59 @@ export class RelationalizeStage {
 }
 
 /** The items that pass a test, and those that do not. */
+function emptyReport(dataset: string): RelationalizeReport {
+  return {
+    dataset,
+    runId: null,
+    runs: 0,
+    filesRead: 0,
+    documents: 0,
+    typedDocuments: 0,
+    groups: 0,
+    records: 0,
+    replaced: 0,
+    deleted: 0,
+    deletedByExport: 0,
+    older: 0,
+    counts: [],
+    unreadable: [],
+    tables: [],
+    conflicts: [],
+  };
+}
+
+/** Adds a run's report to the sum of the runs before it (the sum keeps the last run's id). */
+function addReport(total: RelationalizeReport, run: RelationalizeReport): void {
+  total.runId = run.runId;
+  total.runs++;
+  for (const field of SUMMED) total[field] += run[field];
+  total.unreadable.push(...run.unreadable);
+  total.conflicts.push(...run.conflicts);
+  for (const table of run.tables) {
+    const known = total.tables.find((t) => t.table === table.table);
+    if (!known) total.tables.push({ ...table });
+    else for (const field of ["rows", "files", "bytes"] as const) known[field] += table[field];
+  }
+  for (const counts of run.counts) {
+    const known = total.counts.find((c) => c.value === counts.value);
+    if (!known) total.counts.push({ ...counts });
+    else for (const field of ["read", "older", "deletedByExport", "written"] as const) known[field] += counts[field];
+  }
+  total.counts.sort((a, b) => compareOrder([a.value], [b.value]));
+}
+
+const SUMMED = [
+  "filesRead",
+  "documents",
+  "typedDocuments",
+  "groups",
+  "records",
+  "replaced",
+  "deleted",
+  "deletedByExport",
+  "older",
+] as const;
+
 function split<T>(items: readonly T[], test: (item: T) => boolean): [T[], T[]] {
   const yes: T[] = [];
   const no: T[] = [];

@@ -1,5 +1,6 @@
 import { mkdirSync } from "node:fs";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import SQLite from "better-sqlite3";
 import {
   CompiledQuery,
@@ -291,6 +292,9 @@ export interface OpenDatabase {
 }
 
 const PG_INT8 = 20;
+/** How long a SQLite state file waits for another process's write before giving up. */
+const BUSY_TIMEOUT_MS = 10_000;
+const WAL_RETRY_MS = 50;
 
 /** Opens the state database named by the configuration and brings its tables up to date. */
 export async function openDatabase(config: StateConfig, root: string): Promise<OpenDatabase> {
@@ -299,8 +303,8 @@ export async function openDatabase(config: StateConfig, root: string): Promise<O
     mkdirSync(path.dirname(file), { recursive: true });
     const database = new SQLite(file);
     // First, so that every step below waits for another process rather than failing with "database is locked".
-    database.pragma("busy_timeout = 10000");
-    database.pragma("journal_mode = WAL");
+    database.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    await walMode(database);
     database.pragma("synchronous = NORMAL");
     database.pragma("foreign_keys = ON");
     const db = new Kysely<StateDatabase>({ dialect: new ImmediateSqliteDialect({ database }) });
@@ -338,6 +342,23 @@ export async function openDatabase(config: StateConfig, root: string): Promise<O
   const db = root_db.withSchema(config.schema);
   await migrate(db, config.schema);
   return { db, dialect: "postgres", description: `postgres:${redact(config.url)} schema ${config.schema}` };
+}
+
+/**
+ * Puts a SQLite file in WAL mode (it stays so). Switching takes the file for itself, and SQLite answers
+ * "database is locked" at once rather than calling the busy handler when other processes have it open, as
+ * when several open a new state file together: it is tried again for as long as the busy timeout.
+ */
+async function walMode(database: SQLite.Database): Promise<void> {
+  for (let waited = 0; ; waited += WAL_RETRY_MS) {
+    try {
+      database.pragma("journal_mode = WAL");
+      return;
+    } catch (err) {
+      if ((err as { code?: string }).code !== "SQLITE_BUSY" || waited >= BUSY_TIMEOUT_MS) throw err;
+      await sleep(WAL_RETRY_MS);
+    }
+  }
 }
 
 /** Whether a SQLite state file has every migration already (Kysely's own table says): then none need run. */

@@ -53,9 +53,43 @@ export class RelationalizeState {
     }));
   }
 
-  async bookmarks(dataset: string): Promise<Map<string, Bookmark>> {
-    const rows = await this.db.selectFrom("json_bookmarks").selectAll().where("dataset", "=", dataset).execute();
+  /** The bookmarks of these JSON files (those that have one). */
+  async bookmarks(dataset: string, keys: readonly string[]): Promise<Map<string, Bookmark>> {
+    const rows = (
+      await Promise.all(
+        chunks(keys).map((part) =>
+          this.db
+            .selectFrom("json_bookmarks")
+            .select(["key", "size_bytes", "modified_ms"])
+            .where("dataset", "=", dataset)
+            .where("key", "in", part)
+            .execute(),
+        ),
+      )
+    ).flat();
     return new Map(rows.map((r) => [r.key, { sizeBytes: Number(r.size_bytes), modifiedMs: Number(r.modified_ms) }]));
+  }
+
+  async bookmarkCount(dataset: string): Promise<number> {
+    const row = await this.db
+      .selectFrom("json_bookmarks")
+      .select((eb) => eb.fn.countAll().as("n"))
+      .where("dataset", "=", dataset)
+      .executeTakeFirst();
+    return Number(row?.n ?? 0);
+  }
+
+  /** Every bookmarked JSON file of the dataset, a page at a time (in the database's key order). */
+  async *bookmarkedKeys(dataset: string, pageSize = 5000): AsyncGenerator<string[]> {
+    let after: string | undefined;
+    for (;;) {
+      let q = this.db.selectFrom("json_bookmarks").select("key").where("dataset", "=", dataset);
+      if (after !== undefined) q = q.where("key", ">", after);
+      const keys = (await q.orderBy("key").limit(pageSize).execute()).map((r) => r.key);
+      if (keys.length === 0) return;
+      yield keys;
+      after = keys[keys.length - 1];
+    }
   }
 
   /**

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { Kysely, Selectable } from "kysely";
+import { type Kysely, type Selectable, sql } from "kysely";
 import type { StateConfig } from "../config/config.js";
 import {
   type Dialect,
@@ -90,6 +90,10 @@ export class StateStore {
         return await this.db.transaction().execute(async (trx) => {
           let version: number | null = null;
           if (input.recordId !== null) {
+            // Writers of one record take their versions in turn (SQLite's write transactions already do): with
+            // only the unique constraint to go by, one of many concurrent writers could lose every retry.
+            if (this.dialect === "postgres")
+              await sql`SELECT pg_advisory_xact_lock(hashtext(${input.recordId}))`.execute(trx);
             const { max } = await trx
               .selectFrom("uploads")
               .select((eb) => eb.fn.max<number | null>("version").as("max"))

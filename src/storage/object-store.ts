@@ -1,9 +1,9 @@
 import { randomBytes } from "node:crypto";
 import { createReadStream, readFileSync, statSync } from "node:fs";
-import { mkdir, open, rename, rm } from "node:fs/promises";
+import { mkdir, open, readdir, rename, rm } from "node:fs/promises";
 import path from "node:path";
 import { createInterface } from "node:readline";
-import { listFiles } from "./walk.js";
+import { walkFiles } from "./walk.js";
 
 export interface PutOptions {
   /** Flush to disk before the object becomes visible (survives power loss, not only a crash). */
@@ -26,8 +26,13 @@ export interface ObjectStore {
   delete(key: string): Promise<void>;
   /** Every key under a prefix, sorted. */
   list(prefix?: string): Promise<string[]>;
-  /** Every object under a prefix with its size and modification time, in key order (as a bucket listing gives them). */
-  entries(prefix?: string): Promise<Map<string, ObjectInfo>>;
+  /**
+   * Every object under a prefix with its size and modification time, in key order, a page at a time (a folder
+   * here, as a bucket listing gives pages): a caller need not hold a large dataset's whole listing.
+   */
+  entries(prefix?: string): AsyncIterable<Array<[string, ObjectInfo]>>;
+  /** The folders directly under a prefix's folder whose keys start with the prefix, each with its `/`, sorted. */
+  folders(prefix?: string): Promise<string[]>;
   /** Where the object is on the local disk, for readers that open files themselves (DuckDB); absent when it is not. */
   localPath?(key: string): string;
 }
@@ -55,6 +60,8 @@ export function checkKey(key: string): string {
 }
 
 const TEMP_SUFFIX = ".tmp-";
+/** Keys per page of a listing, as a bucket listing gives them. */
+const PAGE_KEYS = 1000;
 
 /**
  * An object store on a local folder; writes go to a temporary file that is renamed into place.
@@ -67,7 +74,7 @@ const TEMP_SUFFIX = ".tmp-";
  */
 export class LocalObjectStore implements ObjectStore {
   /** Folders known to exist, so that a put costs no mkdir on a warm path (datasets reuse a few folders). */
-  private readonly folders = new Set<string>();
+  private readonly madeFolders = new Set<string>();
 
   constructor(readonly location: string) {}
 
@@ -78,9 +85,9 @@ export class LocalObjectStore implements ObjectStore {
   async put(key: string, data: Uint8Array | string, options: PutOptions = {}): Promise<void> {
     const target = this.localPath(key);
     const folder = path.dirname(target);
-    if (!this.folders.has(folder)) {
+    if (!this.madeFolders.has(folder)) {
       await mkdir(folder, { recursive: true });
-      this.folders.add(folder);
+      this.madeFolders.add(folder);
     }
     const temp = `${target}${TEMP_SUFFIX}${randomBytes(6).toString("hex")}`;
     const handle = await open(temp, "w");
@@ -95,7 +102,7 @@ export class LocalObjectStore implements ObjectStore {
     } catch (err) {
       await rm(temp, { force: true });
       // The folder may have been removed behind our back; forget it so the next put makes it again.
-      this.folders.delete(folder);
+      this.madeFolders.delete(folder);
       throw err;
     }
     if (options.durable) await syncDir(folder);
@@ -128,22 +135,48 @@ export class LocalObjectStore implements ObjectStore {
   }
 
   async list(prefix = ""): Promise<string[]> {
-    // Only the folder the prefix names is walked, not the whole store.
-    const folder = prefix.slice(0, prefix.lastIndexOf("/") + 1);
-    const keys = await listFiles(folder ? this.localPath(folder.slice(0, -1)) : this.location, {
-      keep: (name) => !name.includes(TEMP_SUFFIX),
-    });
-    return keys.map((key) => `${folder}${key}`).filter((key) => key.startsWith(prefix));
+    const keys: string[] = [];
+    for await (const page of this.pages(prefix)) for (const key of page) keys.push(key);
+    return keys;
   }
 
-  async entries(prefix = ""): Promise<Map<string, ObjectInfo>> {
-    const out = new Map<string, ObjectInfo>();
-    for (const key of await this.list(prefix)) {
-      // An object removed since the listing is not listed.
-      const info = this.stat(key);
-      if (info) out.set(key, info);
+  async *entries(prefix = ""): AsyncGenerator<Array<[string, ObjectInfo]>> {
+    for await (const page of this.pages(prefix)) {
+      const out: Array<[string, ObjectInfo]> = [];
+      for (const key of page) {
+        // An object removed since the listing is not listed.
+        const info = this.stat(key);
+        if (info) out.push([key, info]);
+      }
+      if (out.length > 0) yield out;
     }
-    return out;
+  }
+
+  async folders(prefix = ""): Promise<string[]> {
+    const folder = prefix.slice(0, prefix.lastIndexOf("/") + 1);
+    const entries = await readdir(folder ? this.localPath(folder.slice(0, -1)) : this.location, {
+      withFileTypes: true,
+    }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === "ENOENT" || err.code === "ENOTDIR") return [];
+      throw err;
+    });
+    return entries
+      .filter((e) => e.isDirectory())
+      .map((e) => `${folder}${e.name}/`)
+      .filter((key) => key.startsWith(prefix))
+      .sort();
+  }
+
+  /** The keys under a prefix, in key order, a folder's at a time (in pages of a bucket listing's size). Only the folder the prefix names is walked. */
+  private async *pages(prefix: string): AsyncGenerator<string[]> {
+    const folder = prefix.slice(0, prefix.lastIndexOf("/") + 1);
+    const walk = walkFiles(folder ? this.localPath(folder.slice(0, -1)) : this.location, {
+      keep: (name) => !name.includes(TEMP_SUFFIX),
+    });
+    for await (const files of walk) {
+      const keys = files.map((key) => `${folder}${key}`).filter((key) => key.startsWith(prefix));
+      for (let i = 0; i < keys.length; i += PAGE_KEYS) yield keys.slice(i, i + PAGE_KEYS);
+    }
   }
 }
 

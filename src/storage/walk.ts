@@ -9,28 +9,42 @@ export interface WalkOptions {
   skipHiddenFolders?: boolean;
 }
 
+/**
+ * Every file below a folder, as `/`-separated paths relative to it, in sorted order, a folder's files at a
+ * time: a walk holds the folders it is in, not the whole tree. A missing folder (or a file) has none.
+ */
+export async function* walkFiles(dir: string, options: WalkOptions = {}): AsyncGenerator<string[]> {
+  let entries: Dirent[];
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    // A missing folder, or a file where a folder was expected, has no files below it.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") return;
+    throw err;
+  }
+  // A folder sorts as its name and a slash, as its files' paths do: the walk then yields paths in sorted order.
+  const named = entries
+    .filter((e) => (e.isDirectory() ? !(options.skipHiddenFolders && e.name.startsWith(".")) : e.isFile()))
+    .map((e) => ({ entry: e, sortAs: e.isDirectory() ? `${e.name}/` : e.name }))
+    .sort((a, b) => (a.sortAs < b.sortAs ? -1 : a.sortAs > b.sortAs ? 1 : 0));
+  let files: string[] = [];
+  for (const { entry } of named) {
+    if (entry.isDirectory()) {
+      if (files.length > 0) yield files;
+      files = [];
+      for await (const below of walkFiles(path.join(dir, entry.name), options))
+        yield below.map((file) => `${entry.name}/${file}`);
+    } else if (options.keep?.(entry.name) ?? true) {
+      files.push(entry.name);
+    }
+  }
+  if (files.length > 0) yield files;
+}
+
 /** Every file below a folder, as `/`-separated paths relative to it, sorted; a missing folder (or a file) has none. */
 export async function listFiles(dir: string, options: WalkOptions = {}): Promise<string[]> {
   const out: string[] = [];
-  const walk = async (at: string, rel: string): Promise<void> => {
-    let entries: Dirent[];
-    try {
-      entries = await readdir(at, { withFileTypes: true });
-    } catch (err) {
-      // A missing folder, or a file where a folder was expected, has no files below it.
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === "ENOENT" || code === "ENOTDIR") return;
-      throw err;
-    }
-    for (const entry of entries) {
-      const relative = rel ? `${rel}/${entry.name}` : entry.name;
-      if (entry.isDirectory()) {
-        if (!(options.skipHiddenFolders && entry.name.startsWith("."))) await walk(path.join(at, entry.name), relative);
-      } else if (entry.isFile() && (options.keep?.(entry.name) ?? true)) {
-        out.push(relative);
-      }
-    }
-  };
-  await walk(dir, "");
-  return out.sort();
+  for await (const files of walkFiles(dir, options)) for (const file of files) out.push(file);
+  return out;
 }
