@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Exporter } from "../src/export/exporter.js";
@@ -13,8 +13,9 @@ import { Catalog } from "../src/parquet/catalog.js";
 import { literal, openDuckDB, QueryRefusedError } from "../src/parquet/duckdb.js";
 import { RelationalizeStage } from "../src/parquet/stage.js";
 import { Pipeline } from "../src/pipeline/pipeline.js";
+import { LocalObjectStore } from "../src/storage/object-store.js";
 import { writeBatch } from "../src/synth/generate.js";
-import { makeWorkspace, type TestWorkspace, tempDir } from "./support/workspace.js";
+import { makeWorkspace, tableRows as rows, type TestWorkspace, tempDir } from "./support/workspace.js";
 
 async function writeParquet(file: string, select: string): Promise<void> {
   const duck = await openDuckDB();
@@ -171,6 +172,79 @@ describe("lake datasets, updates and time travel", () => {
     ]);
     // The updates it folded stay, immutable: time travel still reads them.
     expect(await read({ asOf: { visits: "u000001" } })).toHaveLength(3);
+  });
+
+  it("refuses a snapshot of the state it read when an update begun after that read may still commit", async () => {
+    const read = async () =>
+      (await lake.query(operator, "SELECT id, n FROM visits ORDER BY id")).rows.map((r) => r.map(Number));
+    const before = await read();
+    // Another writer's delta, begun and not yet committed: a snapshot now would hide it without holding it.
+    const other = await t.ws.state.lake.beginUpdate("visits", "delta", "operator");
+    await expect(lake.compact("visits", operator)).rejects.toThrow(
+      new RegExp(`got update ${other} while this snapshot was being made`),
+    );
+    const statuses = (await lake.updates("visits", operator)).map((u) => [u.update, u.status]);
+    expect(statuses.slice(-2)).toEqual([
+      [other, "writing"],
+      [expect.any(String), "abandoned"],
+    ]);
+    expect(await read()).toEqual(before);
+    await t.ws.state.lake.abandonUpdate("visits", other);
+    expect(await lake.compact("visits", operator)).toMatchObject({ kind: "snapshot", rows: before.length });
+    expect(await read()).toEqual(before);
+  });
+});
+
+describe("automatic compaction of relationalized tables", () => {
+  it("compacts a table's lake dataset once lake.compactAfterDeltas runs follow its snapshot, reading the same", async () => {
+    const t = await makeWorkspace({ lake: { compactAfterDeltas: 3 } });
+    try {
+      const folder = path.join(await tempDir(), "json");
+      const day = path.join(folder, "dataset=Visits", "assessmentid=a", "year=2022", "month=2", "day=1");
+      await mkdir(day, { recursive: true });
+      const stage = new RelationalizeStage(t.ws, new LocalObjectStore(folder));
+      const lake = new Lake(t.ws);
+      const operator = await lake.principal();
+      const read = async (options = {}) =>
+        (await lake.query(operator, "SELECT recordid, n FROM Visits ORDER BY recordid", options)).rows;
+      // Four runs; the third uploads r1 again, so the snapshot must keep the newest version of it.
+      for (const [run, records] of [["r1", "r2"], ["r3"], ["r1"], ["r4"]].entries()) {
+        for (const id of records) {
+          const file = path.join(day, `${id}-${run}.ndjson`);
+          await writeFile(file, `${JSON.stringify({ recordid: id, n: run })}\n`);
+          const when = new Date(1_700_000_000_000 + run * 1000);
+          await utimes(file, when, when);
+        }
+        await stage.run("Visits");
+      }
+      const updates = await lake.updates("Visits", operator);
+      expect(updates.map((u) => [u.update, u.kind, u.manifest?.operation])).toEqual([
+        ["u000001", "delta", "relationalize"],
+        ["u000002", "delta", "relationalize"],
+        ["u000003", "delta", "relationalize"],
+        ["u000004", "snapshot", "compact"],
+        ["u000005", "delta", "relationalize"],
+      ]);
+      expect(updates[3]?.manifest).toMatchObject({ note: "automatic, after 3 deltas", rows: 3 });
+      expect(updates[3]?.manifest?.lineage.map((l) => l.update)).toEqual(["u000001", "u000002", "u000003"]);
+      const expected = [
+        ["r1", 2n],
+        ["r2", 0n],
+        ["r3", 1n],
+        ["r4", 3n],
+      ];
+      expect(await read()).toEqual(expected);
+      expect(await rows(t.ws, "SELECT recordid, n FROM Visits ORDER BY recordid")).toEqual(expected);
+      expect(await read({ asOf: { Visits: "u000002" } })).toEqual([
+        ["r1", 0n],
+        ["r2", 0n],
+        ["r3", 1n],
+      ]);
+      // The snapshot holds every row the deltas made current: reading it alone gives the state before run 4.
+      expect(await read({ asOf: { Visits: "u000004" } })).toEqual(expected.slice(0, 3));
+    } finally {
+      await t.cleanup();
+    }
   });
 });
 

@@ -282,6 +282,11 @@ export const Config = z.object({
       relationalizedTier: z.enum(["internal", "restricted", "sensitive"]).default("restricted"),
       /** Transformation folders (relative to the workspace) whose pipeline.json schedules a worker runs. */
       transforms: z.array(z.string().min(1)).default([]),
+      /**
+       * A dataset relationalize runs publish to is compacted once this many deltas follow its latest snapshot
+       * (reads go through every delta's files); 0 leaves it to `studylake compact`.
+       */
+      compactAfterDeltas: z.number().int().min(0).default(50),
       /** An update still being written after this long was cut off (its process died): it is abandoned. */
       abandonAfterSeconds: z.number().positive().default(3600),
     })
@@ -290,6 +295,7 @@ export const Config = z.object({
       publishRelationalized: true,
       relationalizedTier: "restricted",
       transforms: [],
+      compactAfterDeltas: 50,
       abandonAfterSeconds: 3600,
     }),
   /** Archives processed at once by one process: overlapping their file I/O matters far more than CPU. */

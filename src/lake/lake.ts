@@ -206,7 +206,7 @@ export class Lake {
   }
 
   /** Folds the latest snapshot and the deltas after it into a new snapshot update. */
-  async compact(name: string, actor: Principal): Promise<UpdateManifest> {
+  async compact(name: string, actor: Principal, note?: string): Promise<UpdateManifest> {
     const dataset = await this.dataset(name, actor, "write");
     const current = await this.stateOf(dataset, {});
     if (current.updates.length === 0) throw new LakeError(`dataset '${name}' has no updates to compact`);
@@ -214,8 +214,42 @@ export class Lake {
       operation: "compact",
       run: null,
       lineage: current.updates.map((u) => ({ dataset: name, update: u.update })),
+      ...(note ? { note } : {}),
+      from: current,
       select: () => this.viewSql(current),
     });
+  }
+
+  /**
+   * Compacts a dataset once `lake.compactAfterDeltas` deltas follow its latest snapshot: a relationalized
+   * table gains a delta every run, and a read goes through every delta's files. Returns the snapshot, if any.
+   */
+  private async compactIfDue(dataset: Dataset, actor: Principal): Promise<UpdateManifest | undefined> {
+    const after = this.ws.config.lake.compactAfterDeltas;
+    if (after === 0) return undefined;
+    const live = await this.state.updates(dataset.name, { status: "committed", live: true });
+    const deltas = live.filter((u) => u.kind === "delta").length;
+    if (deltas < after) return undefined;
+    // A compaction refused or failed is in the audit log; the run's own update stands, and the next run tries again.
+    return this.compact(dataset.name, actor, `automatic, after ${deltas} deltas`).catch((err) => {
+      if (err instanceof LakeError) return undefined;
+      throw err;
+    });
+  }
+
+  /**
+   * Refuses a snapshot made from `from` when an update begun after `from` was read, and before the snapshot
+   * began, may commit: the snapshot would hide it without holding its rows.
+   */
+  private async refuseMissed(name: string, from: DatasetState, snapshot: string): Promise<void> {
+    const last = from.updates.at(-1)?.update ?? "";
+    const missed = (await this.state.updates(name, { through: snapshot })).find(
+      (u) => u.update > last && u.update < snapshot && u.status !== "abandoned",
+    );
+    if (missed)
+      throw new LakeError(
+        `dataset '${name}' got update ${missed.update} while this snapshot was being made from the updates before it; run it again`,
+      );
   }
 
   /**
@@ -238,6 +272,11 @@ export class Lake {
       select?: () => string;
       /** …or its Parquet files, put into the folder by the caller. */
       produce?: (connection: DuckDBConnection, dir: string) => Promise<void>;
+      /**
+       * The dataset's state a snapshot is made from: an update begun after it was read, and before this one,
+       * would end up under the snapshot without being in it, so the snapshot is then refused.
+       */
+      from?: DatasetState;
       describeFailure?: (err: Error) => string;
     },
     /** A DuckDB the caller keeps open for several updates (not with `prepare`, which locks its engine down). */
@@ -251,6 +290,7 @@ export class Lake {
     const writing = `${dataDir}.writing`;
     const { connection, close } = shared ? { connection: shared, close: () => {} } : await openDuckDB();
     try {
+      if (spec.from) await this.refuseMissed(dataset.name, spec.from, update);
       await mkdir(rawDir, { recursive: true });
       await mkdir(writing, { recursive: true });
       const rawFiles = spec.raw ? await spec.raw(rawDir) : [];
@@ -451,6 +491,7 @@ export class Lake {
         run: null,
         lineage: current.updates.map((u) => ({ dataset: dataset.name, update: u.update })),
         note: `${removed} rows of a withdrawn participant removed`,
+        ...(byRecord ? {} : { from: current }),
         select: () =>
           byRecord
             ? `SELECT unnest([${values.map(literal).join(", ")}]) AS ${ident(current.participant?.column as string)}, true AS _deleted`
@@ -594,6 +635,7 @@ export class Lake {
           },
           duck.connection,
         );
+        await this.compactIfDue(dataset, operator);
       }
     } finally {
       duck.close();
