@@ -10,6 +10,7 @@ import { Relationalizer } from "../relationalize/relationalize.js";
 import type { Bookmark } from "../state/relationalize-state.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import type { Workspace } from "../workspace/workspace.js";
+import { ChangedFiles } from "./changed-files.js";
 import { openDuckDB } from "./duckdb.js";
 import { StageRun } from "./stage-run.js";
 import { listParquet } from "./writer.js";
@@ -110,20 +111,23 @@ export class RelationalizeStage {
       // The deletion export's files are bookmarked with the dataset's own: each run reads only what is new.
       const deletionPrefix = rules.deletedBy === undefined ? undefined : `${DATASET_PREFIX}${rules.deletedBy}/`;
       const isDeletion = (key: string) => deletionPrefix !== undefined && key.startsWith(deletionPrefix);
-      const { changed, removed } = await this.changes(dataset, deletionPrefix ? [prefix, deletionPrefix] : [prefix]);
-      if (changed.length === 0 && removed.length === 0) return total;
+      const changed = await ChangedFiles.create(duck.connection);
+      const removed = await this.changes(dataset, deletionPrefix ? [prefix, deletionPrefix] : [prefix], (key, info) =>
+        changed.add(key, info, isDeletion(key)),
+      );
+      await changed.finish();
+      if (changed.size === 0 && removed.length === 0) return total;
 
-      const [changedDeletions, changedData] = split(changed, ([key]) => isDeletion(key));
-      const ordered = changedData.sort((a, b) => a[1].modifiedMs - b[1].modifiedMs || (a[0] < b[0] ? -1 : 1));
       // The first run also takes the deletion export's files and every removed file.
-      for (let start = 0; start === 0 || start < ordered.length; start += settings.filesPerRun) {
+      const { filesPerRun } = settings;
+      for (let start = 0; start === 0 || start < changed.dataFiles; start += filesPerRun) {
         const first = start === 0;
         const report = await this.runOnce(duck.connection, dataset, rules, {
-          deletions: first ? changedDeletions : [],
-          data: ordered.slice(start, start + settings.filesPerRun),
+          deletions: first ? await changed.deletions() : [],
+          data: await changed.slice(start, filesPerRun),
           removed: first ? removed : [],
           isDeletion,
-          onFiles: options.onFiles && ((done) => options.onFiles?.(start + done, ordered.length)),
+          onFiles: options.onFiles && ((done) => options.onFiles?.(start + done, changed.dataFiles)),
         });
         addReport(total, report);
       }
@@ -181,17 +185,17 @@ export class RelationalizeStage {
   }
 
   /**
-   * The files under the prefixes that are new or changed since their bookmarks, and the bookmarked files that
-   * are gone. The listing is compared a page at a time, so a run holds what changed, not the dataset's every
-   * file: the daily run of a large history costs little memory. Only when fewer files matched a bookmark than
-   * there are bookmarks are the bookmarks gone through again, to find the files that went.
+   * Hands each file under the prefixes that is new or changed since its bookmark to `onChanged`, and returns
+   * the bookmarked files that are gone. The listing is compared a page at a time, so neither it nor the
+   * bookmarks are held whole: the daily run over a large history costs little memory. Only when fewer files
+   * matched a bookmark than there are bookmarks are the bookmarks gone through again, to find those that went.
    */
   private async changes(
     dataset: string,
     prefixes: readonly string[],
-  ): Promise<{ changed: Array<[string, Bookmark]>; removed: string[] }> {
+    onChanged: (key: string, info: Bookmark) => void,
+  ): Promise<string[]> {
     const state = this.ws.state.relationalize;
-    const changed: Array<[string, Bookmark]> = [];
     let matched = 0;
     for (const prefix of prefixes) {
       for await (const page of this.json.entries(prefix)) {
@@ -202,8 +206,7 @@ export class RelationalizeStage {
         for (const [key, info] of page) {
           const seen = bookmarks.get(key);
           if (seen) matched++;
-          if (!seen || seen.sizeBytes !== info.sizeBytes || seen.modifiedMs !== info.modifiedMs)
-            changed.push([key, info]);
+          if (!seen || seen.sizeBytes !== info.sizeBytes || seen.modifiedMs !== info.modifiedMs) onChanged(key, info);
         }
       }
     }
@@ -215,7 +218,7 @@ export class RelationalizeStage {
         }
       }
     }
-    return { changed, removed };
+    return removed;
   }
 
   /** Removes the files of runs that started but never committed (their process died). */
