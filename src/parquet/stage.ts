@@ -242,7 +242,6 @@ export class RelationalizeStage {
   }
 }
 
-/** The items that pass a test, and those that do not. */
 function emptyReport(dataset: string): RelationalizeReport {
   return {
     dataset,
@@ -269,8 +268,8 @@ function addReport(total: RelationalizeReport, run: RelationalizeReport): void {
   total.runId = run.runId;
   total.runs++;
   for (const field of SUMMED) total[field] += run[field];
-  total.unreadable.push(...run.unreadable);
-  total.conflicts.push(...run.conflicts);
+  total.unreadable = total.unreadable.concat(run.unreadable);
+  total.conflicts = total.conflicts.concat(run.conflicts);
   for (const table of run.tables) {
     const known = total.tables.find((t) => t.table === table.table);
     if (!known) total.tables.push({ ...table });
@@ -296,6 +295,7 @@ const SUMMED = [
   "older",
 ] as const;
 
+/** The items that pass a test, and those that do not. */
 function split<T>(items: readonly T[], test: (item: T) => boolean): [T[], T[]] {
   const yes: T[] = [];
   const no: T[] = [];

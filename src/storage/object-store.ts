@@ -1,9 +1,9 @@
 import { randomBytes } from "node:crypto";
 import { createReadStream, readFileSync, statSync } from "node:fs";
-import { mkdir, open, readdir, rename, rm } from "node:fs/promises";
+import { mkdir, open, rename, rm } from "node:fs/promises";
 import path from "node:path";
 import { createInterface } from "node:readline";
-import { walkFiles } from "./walk.js";
+import { folderEntries, walkFiles } from "./walk.js";
 
 export interface PutOptions {
   /** Flush to disk before the object becomes visible (survives power loss, not only a crash). */
@@ -154,12 +154,7 @@ export class LocalObjectStore implements ObjectStore {
 
   async folders(prefix = ""): Promise<string[]> {
     const folder = prefix.slice(0, prefix.lastIndexOf("/") + 1);
-    const entries = await readdir(folder ? this.localPath(folder.slice(0, -1)) : this.location, {
-      withFileTypes: true,
-    }).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === "ENOENT" || err.code === "ENOTDIR") return [];
-      throw err;
-    });
+    const entries = await folderEntries(folder ? this.localPath(folder.slice(0, -1)) : this.location);
     return entries
       .filter((e) => e.isDirectory())
       .map((e) => `${folder}${e.name}/`)
@@ -167,7 +162,10 @@ export class LocalObjectStore implements ObjectStore {
       .sort();
   }
 
-  /** The keys under a prefix, in key order, a folder's at a time (in pages of a bucket listing's size). Only the folder the prefix names is walked. */
+  /**
+   * The keys under a prefix, in key order, a folder's at a time (in pages of a bucket listing's size). Only
+   * the folder the prefix names is walked.
+   */
   private async *pages(prefix: string): AsyncGenerator<string[]> {
     const folder = prefix.slice(0, prefix.lastIndexOf("/") + 1);
     const walk = walkFiles(folder ? this.localPath(folder.slice(0, -1)) : this.location, {

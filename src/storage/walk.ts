@@ -14,15 +14,7 @@ export interface WalkOptions {
  * time: a walk holds the folders it is in, not the whole tree. A missing folder (or a file) has none.
  */
 export async function* walkFiles(dir: string, options: WalkOptions = {}): AsyncGenerator<string[]> {
-  let entries: Dirent[];
-  try {
-    entries = await readdir(dir, { withFileTypes: true });
-  } catch (err) {
-    // A missing folder, or a file where a folder was expected, has no files below it.
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "ENOTDIR") return;
-    throw err;
-  }
+  const entries = await folderEntries(dir);
   // A folder sorts as its name and a slash, as its files' paths do: the walk then yields paths in sorted order.
   const named = entries
     .filter((e) => (e.isDirectory() ? !(options.skipHiddenFolders && e.name.startsWith(".")) : e.isFile()))
@@ -47,4 +39,15 @@ export async function listFiles(dir: string, options: WalkOptions = {}): Promise
   const out: string[] = [];
   for await (const files of walkFiles(dir, options)) for (const file of files) out.push(file);
   return out;
+}
+
+/** What a folder holds; a missing folder, or a file where a folder was expected, holds nothing. */
+export async function folderEntries(dir: string): Promise<Dirent[]> {
+  try {
+    return await readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") return [];
+    throw err;
+  }
 }
