@@ -3,6 +3,7 @@ import { rm } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { StateConfig } from "../src/config/config.js";
 import type { UploadFile } from "../src/state/models.js";
@@ -275,5 +276,48 @@ describe.skipIf(!pgReady)("PostgreSQL", () => {
       config: { kind: "postgres", url: POSTGRES_URL, schema },
       teardown: () => dropSchema(schema),
     };
+  });
+
+  it("refreshes the planner's statistics after a large relationalize run, not after a small one", async () => {
+    const schema = uniqueSchema();
+    const store = await StateStore.open({ kind: "postgres", url: POSTGRES_URL, schema }, process.cwd());
+    const client = new pg.Client({ connectionString: POSTGRES_URL });
+    await client.connect();
+    try {
+      // reltuples is -1 until a table is first analyzed (PostgreSQL 14 and later).
+      const known = async () =>
+        Number(
+          (
+            await client.query("select reltuples from pg_class where oid = $1::regclass", [
+              `"${schema}".json_bookmarks`,
+            ])
+          ).rows[0].reltuples,
+        );
+      const commit = async (runId: string, files: number) => {
+        await store.relationalize.startRun(runId, "d");
+        await store.relationalize.commitRun({
+          runId,
+          dataset: "d",
+          schema: { root: "d", recordField: "recordid", inherit: ["recordid"], tables: [] },
+          bookmarks: new Map(
+            Array.from({ length: files }, (_, i) => [`dataset=d/${runId}-${i}`, { sizeBytes: i, modifiedMs: i }]),
+          ),
+          removedKeys: [],
+          records: new Map(),
+          removedRecords: [],
+          deletedRecords: [],
+          removedDeletionKeys: [],
+          summary: {},
+        });
+      };
+      await commit("small", 10);
+      expect(await known()).toBe(-1);
+      await commit("large", 10_000);
+      expect(await known()).toBeGreaterThanOrEqual(10_000);
+    } finally {
+      await client.end();
+      await store.close();
+      await dropSchema(schema);
+    }
   });
 });

@@ -289,6 +289,12 @@ export interface OpenDatabase {
   dialect: Dialect;
   /** Where the state lives, for messages (never includes a password). */
   description: string;
+  /**
+   * Refreshes the planner's statistics of these tables after a bulk write. PostgreSQL plans a lookup of a few
+   * hundred keys as a scan of the whole dataset when its statistics still describe the table before a large
+   * run (autovacuum analyzes a minute or more later): 30 ms instead of 3 ms per lookup. SQLite needs none.
+   */
+  analyze(tables: ReadonlyArray<keyof StateDatabase>): Promise<void>;
 }
 
 const PG_INT8 = 20;
@@ -321,7 +327,7 @@ export async function openDatabase(config: StateConfig, root: string): Promise<O
         throw err;
       }
     }
-    return { db, dialect: "sqlite", description: `sqlite:${file}` };
+    return { db, dialect: "sqlite", description: `sqlite:${file}`, analyze: async () => {} };
   }
   const pool = new pg.Pool({
     connectionString: config.url,
@@ -341,7 +347,14 @@ export async function openDatabase(config: StateConfig, root: string): Promise<O
   }
   const db = root_db.withSchema(config.schema);
   await migrate(db, config.schema);
-  return { db, dialect: "postgres", description: `postgres:${redact(config.url)} schema ${config.schema}` };
+  return {
+    db,
+    dialect: "postgres",
+    description: `postgres:${redact(config.url)} schema ${config.schema}`,
+    analyze: async (tables) => {
+      await sql`analyze ${sql.join(tables.map((t) => sql.id(config.schema, t)))}`.execute(root_db);
+    },
+  };
 }
 
 /**

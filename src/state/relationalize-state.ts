@@ -2,7 +2,7 @@ import type { Kysely } from "kysely";
 import { DatasetSchema } from "../relationalize/model.js";
 import type { RecordOrder } from "../relationalize/records.js";
 import { chunks } from "./chunks.js";
-import type { StateDatabase } from "./database.js";
+import type { OpenDatabase, StateDatabase } from "./database.js";
 
 export interface Bookmark {
   sizeBytes: number;
@@ -33,7 +33,10 @@ export interface RunCommit {
 
 /** What the relationalize stage keeps: each dataset's table schema, bookmarks, record locations and runs. */
 export class RelationalizeState {
-  constructor(private readonly db: Kysely<StateDatabase>) {}
+  constructor(
+    private readonly db: Kysely<StateDatabase>,
+    private readonly analyze: OpenDatabase["analyze"],
+  ) {}
 
   async schema(dataset: string): Promise<DatasetSchema | undefined> {
     const row = await this.db
@@ -258,5 +261,11 @@ export class RelationalizeState {
         .where("run_id", "=", runId)
         .execute();
     });
+    // The next run looks bookmarks and records up by key: after a large run, with statistics that know of it.
+    if (commit.bookmarks.size + commit.records.size >= ANALYZE_AFTER_ROWS)
+      await this.analyze(["json_bookmarks", "parquet_records"]);
   }
 }
+
+/** Rows a run writes from which the planner's statistics are refreshed at once (see `OpenDatabase.analyze`). */
+const ANALYZE_AFTER_ROWS = 10_000;

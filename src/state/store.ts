@@ -3,6 +3,7 @@ import { type Kysely, type Selectable, sql } from "kysely";
 import type { StateConfig } from "../config/config.js";
 import {
   type Dialect,
+  type OpenDatabase,
   openDatabase,
   type StateDatabase,
   type UploadFilesTable,
@@ -59,16 +60,17 @@ export class StateStore {
     private readonly db: Kysely<StateDatabase>,
     readonly dialect: Dialect,
     readonly description: string,
+    analyze: OpenDatabase["analyze"],
   ) {
-    this.relationalize = new RelationalizeState(db);
+    this.relationalize = new RelationalizeState(db, analyze);
     this.pipeline = new PipelineState(db);
     this.exports = new ExportState(db);
     this.lake = new LakeState(db);
   }
 
   static async open(config: StateConfig, root: string): Promise<StateStore> {
-    const { db, dialect, description } = await openDatabase(config, root);
-    return new StateStore(db, dialect, description);
+    const { db, dialect, description, analyze } = await openDatabase(config, root);
+    return new StateStore(db, dialect, description, analyze);
   }
 
   async close(): Promise<void> {
