@@ -7,6 +7,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { StateConfig } from "../src/config/config.js";
 import type { UploadFile } from "../src/state/models.js";
+import type { Bookmark } from "../src/state/relationalize-state.js";
 import { StateStore } from "../src/state/store.js";
 import { dropSchema, POSTGRES_URL, postgresAvailable, tempDir, uniqueSchema } from "./support/workspace.js";
 
@@ -28,6 +29,28 @@ function file(seq: number, overrides: Partial<UploadFile> = {}): UploadFile {
     note: null,
     ...overrides,
   };
+}
+
+/** A relationalize run of a dataset that wrote nothing but these bookmarks. */
+async function commitBookmarks(
+  store: StateStore,
+  dataset: string,
+  bookmarks: Array<[string, Bookmark]>,
+): Promise<void> {
+  const runId = `run-${dataset}-${bookmarks.length}`;
+  await store.relationalize.startRun(runId, dataset);
+  await store.relationalize.commitRun({
+    runId,
+    dataset,
+    schema: { root: dataset, recordField: "recordid", inherit: ["recordid"], tables: [] },
+    bookmarks: new Map(bookmarks),
+    removedKeys: [],
+    records: new Map(),
+    removedRecords: [],
+    deletedRecords: [],
+    removedDeletionKeys: [],
+    summary: {},
+  });
 }
 
 /** One suite, run against every state store implementation. */
@@ -194,26 +217,16 @@ function stateStoreSuite(
 
     it("looks up a dataset's bookmarks by key, counts them, and lists them a page at a time", async () => {
       const state = store.relationalize;
-      const schema = { root: "d", recordField: "recordid", inherit: ["recordid"], tables: [] };
       const keys = ["dataset=d/b.ndjson", "dataset=d/a.ndjson", "dataset=d/x/c.ndjson", "dataset=d/e", "dataset=d/é"];
       for (const [dataset, names] of [
         ["d", keys],
         ["other", ["dataset=other/a.ndjson"]],
       ] as const) {
-        const runId = `run-${dataset}`;
-        await state.startRun(runId, dataset);
-        await state.commitRun({
-          runId,
+        await commitBookmarks(
+          store,
           dataset,
-          schema,
-          bookmarks: new Map(names.map((key, i) => [key, { sizeBytes: i, modifiedMs: 1_700_000_000_000 + i }])),
-          removedKeys: [],
-          records: new Map(),
-          removedRecords: [],
-          deletedRecords: [],
-          removedDeletionKeys: [],
-          summary: {},
-        });
+          names.map((key, i) => [key, { sizeBytes: i, modifiedMs: 1_700_000_000_000 + i }]),
+        );
       }
       const found = await state.bookmarks("d", ["dataset=d/a.ndjson", "dataset=d/none", "dataset=other/a.ndjson"]);
       expect([...found]).toEqual([["dataset=d/a.ndjson", { sizeBytes: 1, modifiedMs: 1_700_000_000_001 }]]);
@@ -293,23 +306,12 @@ describe.skipIf(!pgReady)("PostgreSQL", () => {
             ])
           ).rows[0].reltuples,
         );
-      const commit = async (runId: string, files: number) => {
-        await store.relationalize.startRun(runId, "d");
-        await store.relationalize.commitRun({
-          runId,
-          dataset: "d",
-          schema: { root: "d", recordField: "recordid", inherit: ["recordid"], tables: [] },
-          bookmarks: new Map(
-            Array.from({ length: files }, (_, i) => [`dataset=d/${runId}-${i}`, { sizeBytes: i, modifiedMs: i }]),
-          ),
-          removedKeys: [],
-          records: new Map(),
-          removedRecords: [],
-          deletedRecords: [],
-          removedDeletionKeys: [],
-          summary: {},
-        });
-      };
+      const commit = (name: string, files: number) =>
+        commitBookmarks(
+          store,
+          "d",
+          Array.from({ length: files }, (_, i) => [`dataset=d/${name}-${i}`, { sizeBytes: i, modifiedMs: i }]),
+        );
       await commit("small", 10);
       expect(await known()).toBe(-1);
       await commit("large", 10_000);
