@@ -291,20 +291,17 @@ describe.skipIf(!pgReady)("PostgreSQL", () => {
     };
   });
 
-  it("refreshes the planner's statistics after a large relationalize run, not after a small one", async () => {
+  it("refreshes the planner's statistics of the tables looked up by key after large writes, not after small ones", async () => {
     const schema = uniqueSchema();
     const store = await StateStore.open({ kind: "postgres", url: POSTGRES_URL, schema }, process.cwd());
     const client = new pg.Client({ connectionString: POSTGRES_URL });
     await client.connect();
     try {
       // reltuples is -1 until a table is first analyzed (PostgreSQL 14 and later).
-      const known = async () =>
+      const known = async (table: string) =>
         Number(
-          (
-            await client.query("select reltuples from pg_class where oid = $1::regclass", [
-              `"${schema}".json_bookmarks`,
-            ])
-          ).rows[0].reltuples,
+          (await client.query("select reltuples from pg_class where oid = $1::regclass", [`"${schema}".${table}`]))
+            .rows[0].reltuples,
         );
       const commit = (name: string, files: number) =>
         commitBookmarks(
@@ -313,9 +310,26 @@ describe.skipIf(!pgReady)("PostgreSQL", () => {
           Array.from({ length: files }, (_, i) => [`dataset=d/${name}-${i}`, { sizeBytes: i, modifiedMs: i }]),
         );
       await commit("small", 10);
-      expect(await known()).toBe(-1);
+      expect(await known("json_bookmarks")).toBe(-1);
       await commit("large", 10_000);
-      expect(await known()).toBeGreaterThanOrEqual(10_000);
+      expect(await known("json_bookmarks")).toBeGreaterThanOrEqual(10_000);
+      const exported = (exportId: string, records: number) =>
+        store.exports.commitTable({
+          destination: "default",
+          tableKey: "t",
+          studyId: "s",
+          tableName: "s-t",
+          fields: [],
+          columns: [],
+          exportId,
+          recordIds: Array.from({ length: records }, (_, i) => `r${i}`),
+          removedRecordIds: [],
+        });
+      await exported("e1", 9_000);
+      expect(await known("export_records")).toBe(-1);
+      // Counted across exports: the second brings the table past 10,000 rows written.
+      await exported("e2", 2_000);
+      expect(await known("export_records")).toBeGreaterThanOrEqual(9_000);
     } finally {
       await client.end();
       await store.close();

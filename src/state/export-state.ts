@@ -4,7 +4,7 @@ import { z } from "zod";
 import type { Column } from "../export/columns.js";
 import type { FieldDefinition } from "../export/serialize.js";
 import { chunks } from "./chunks.js";
-import type { ExportsTable, StateDatabase } from "./database.js";
+import type { ExportsTable, OpenDatabase, StateDatabase } from "./database.js";
 
 export interface ExportableRecord {
   uploadId: string;
@@ -60,7 +60,10 @@ function toExport(row: Selectable<ExportsTable>): ExportRow {
 
 /** Participants' current sharing scopes, export times per study, and the selection of records to export. */
 export class ExportState {
-  constructor(private readonly db: Kysely<StateDatabase>) {}
+  constructor(
+    private readonly db: Kysely<StateDatabase>,
+    private readonly wrote: OpenDatabase["wrote"],
+  ) {}
 
   async setScopes(entries: ReadonlyArray<{ healthCode: string; scope: string }>): Promise<void> {
     const now = new Date().toISOString();
@@ -349,6 +352,8 @@ export class ExportState {
           .execute();
       }
     });
+    // Exports look records up by id in this table: after a large one, with statistics that know of it.
+    await this.wrote("export_records", input.recordIds.length);
   }
 
   async studies(): Promise<string[]> {

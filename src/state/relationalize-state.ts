@@ -35,7 +35,7 @@ export interface RunCommit {
 export class RelationalizeState {
   constructor(
     private readonly db: Kysely<StateDatabase>,
-    private readonly analyze: OpenDatabase["analyze"],
+    private readonly wrote: OpenDatabase["wrote"],
   ) {}
 
   async schema(dataset: string): Promise<DatasetSchema | undefined> {
@@ -262,10 +262,7 @@ export class RelationalizeState {
         .execute();
     });
     // The next run looks bookmarks and records up by key: after a large run, with statistics that know of it.
-    if (commit.bookmarks.size + commit.records.size >= ANALYZE_AFTER_ROWS)
-      await this.analyze(["json_bookmarks", "parquet_records"]);
+    await this.wrote("json_bookmarks", commit.bookmarks.size);
+    await this.wrote("parquet_records", commit.records.size);
   }
 }
-
-/** Rows a run writes from which the planner's statistics are refreshed at once (see `OpenDatabase.analyze`). */
-const ANALYZE_AFTER_ROWS = 10_000;

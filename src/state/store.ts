@@ -60,17 +60,17 @@ export class StateStore {
     private readonly db: Kysely<StateDatabase>,
     readonly dialect: Dialect,
     readonly description: string,
-    analyze: OpenDatabase["analyze"],
+    wrote: OpenDatabase["wrote"],
   ) {
-    this.relationalize = new RelationalizeState(db, analyze);
+    this.relationalize = new RelationalizeState(db, wrote);
     this.pipeline = new PipelineState(db);
-    this.exports = new ExportState(db);
+    this.exports = new ExportState(db, wrote);
     this.lake = new LakeState(db);
   }
 
   static async open(config: StateConfig, root: string): Promise<StateStore> {
-    const { db, dialect, description, analyze } = await openDatabase(config, root);
-    return new StateStore(db, dialect, description, analyze);
+    const { db, dialect, description, wrote } = await openDatabase(config, root);
+    return new StateStore(db, dialect, description, wrote);
   }
 
   async close(): Promise<void> {
