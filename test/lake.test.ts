@@ -181,7 +181,7 @@ describe("lake datasets, updates and time travel", () => {
     // Another writer's delta, begun and not yet committed: a snapshot now would hide it without holding it.
     const other = await t.ws.state.lake.beginUpdate("visits", "delta", "operator");
     await expect(lake.compact("visits", operator)).rejects.toThrow(
-      new RegExp(`got update ${other} while this snapshot was being made`),
+      new RegExp(`has update ${other} \\(writing\\) from another writer that this snapshot would hide`),
     );
     const statuses = (await lake.updates("visits", operator)).map((u) => [u.update, u.status]);
     expect(statuses.slice(-2)).toEqual([
@@ -190,8 +190,16 @@ describe("lake datasets, updates and time travel", () => {
     ]);
     expect(await read()).toEqual(before);
     await t.ws.state.lake.abandonUpdate("visits", other);
-    expect(await lake.compact("visits", operator)).toMatchObject({ kind: "snapshot", rows: before.length });
-    expect(await read()).toEqual(before);
+    // A slow writer's update begun before the last committed one is missed as well.
+    const slow = await t.ws.state.lake.beginUpdate("visits", "delta", "operator");
+    await writeFile(path.join(files, "v4.csv"), "id,n\n5,50\n");
+    await lake.importFile("visits", path.join(files, "v4.csv"), operator);
+    const after = await read();
+    expect(after).toEqual([...before, [5, 50]]);
+    await expect(lake.compact("visits", operator)).rejects.toThrow(new RegExp(`has update ${slow} \\(writing\\)`));
+    await t.ws.state.lake.abandonUpdate("visits", slow);
+    expect(await lake.compact("visits", operator)).toMatchObject({ kind: "snapshot", rows: after.length });
+    expect(await read()).toEqual(after);
   });
 });
 

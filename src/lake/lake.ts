@@ -238,17 +238,19 @@ export class Lake {
   }
 
   /**
-   * Refuses a snapshot made from `from` when an update begun after `from` was read, and before the snapshot
-   * began, may commit: the snapshot would hide it without holding its rows.
+   * Refuses a snapshot made from `from` when an update before it that `from` does not hold may yet commit, or
+   * has committed since `from` was read (another writer's): the snapshot would hide it without its rows.
+   * Updates before `from`'s own snapshot are hidden by that one already.
    */
   private async refuseMissed(name: string, from: DatasetState, snapshot: string): Promise<void> {
-    const last = from.updates.at(-1)?.update ?? "";
+    const held = new Set(from.updates.map((u) => u.update));
+    const base = from.updates[0]?.kind === "snapshot" ? from.updates[0].update : "";
     const missed = (await this.state.updates(name, { through: snapshot })).find(
-      (u) => u.update > last && u.update < snapshot && u.status !== "abandoned",
+      (u) => u.update > base && u.update < snapshot && !held.has(u.update) && u.status !== "abandoned",
     );
     if (missed)
       throw new LakeError(
-        `dataset '${name}' got update ${missed.update} while this snapshot was being made from the updates before it; run it again`,
+        `dataset '${name}' has update ${missed.update} (${missed.status}) from another writer that this snapshot would hide without holding its rows; run it again once that update is done`,
       );
   }
 
