@@ -199,7 +199,7 @@ function stateStoreSuite(
       const u3 = await add("delta", "commit");
       const committedBy = (await lake.updates("visits")).at(-1)?.committedAt as string;
       await new Promise((resolve) => setTimeout(resolve, 5));
-      await add("snapshot", "abandon");
+      const u4 = await add("snapshot", "abandon");
       const u5 = await add("delta", "commit");
       const u6 = await add("delta", "leave");
       const ids = async (filter: Parameters<typeof lake.updates>[1]) =>
@@ -211,6 +211,7 @@ function stateStoreSuite(
       expect(await ids({ status: "committed", live: true, through: u3 })).toEqual([u2, u3]);
       expect(await ids({ status: "committed", live: true, committedBy })).toEqual([u2, u3]);
       expect(await ids({ status: "committed", through: u3 })).toEqual([u1, u2, u3]);
+      expect(await ids({ after: u2, through: u5 })).toEqual([u3, u4, u5]);
       const { count, latest } = await lake.committed("visits");
       expect([count, latest?.update, latest?.manifest?.rows]).toEqual([4, u5, 1]);
     });

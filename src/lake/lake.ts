@@ -245,8 +245,9 @@ export class Lake {
   private async refuseMissed(name: string, from: DatasetState, snapshot: string): Promise<void> {
     const held = new Set(from.updates.map((u) => u.update));
     const base = from.updates[0]?.kind === "snapshot" ? from.updates[0].update : "";
-    const missed = (await this.state.updates(name, { through: snapshot })).find(
-      (u) => u.update > base && u.update < snapshot && !held.has(u.update) && u.status !== "abandoned",
+    // Only the updates after that snapshot are read: a dataset a pipeline publishes to has one per run.
+    const missed = (await this.state.updates(name, { after: base, through: snapshot })).find(
+      (u) => u.update !== snapshot && !held.has(u.update) && u.status !== "abandoned",
     );
     if (missed)
       throw new LakeError(

@@ -78,9 +78,10 @@ export class StageRun {
   }
 
   /**
-   * Loads the record locations (with newest-by rules), and the records the deletion export names: those of its files that are
-   * gone or changed no longer count, changed and new files are read (each document's record id is all
-   * that matters). Returns the deletion files whose earlier records are to be dropped from the state.
+   * Loads the record locations (with newest-by rules), and the records the deletion export names: those of
+   * its files that are gone or changed no longer count, changed and new files are read (each document's
+   * record id is all that matters). Returns the deletion files whose earlier records are to be dropped from
+   * the state.
    */
   async prepare(changedDeletions: ReadonlyArray<readonly [string, Bookmark]>, removedDeletionKeys: string[]) {
     const { ws, dataset, json, report } = this.o;

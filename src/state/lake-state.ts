@@ -43,6 +43,8 @@ export function updateId(seq: number): string {
 
 export interface UpdateFilter {
   status?: UpdateStatus;
+  /** Updates after this one. */
+  after?: string;
   /** Updates up to this one. */
   through?: string;
   /** Updates committed at or before this time (ISO 8601, UTC). */
@@ -146,6 +148,7 @@ export class LakeState {
   async updates(dataset: string, filter: UpdateFilter = {}): Promise<Update[]> {
     let chosen = this.db.selectFrom("lake_updates").where("dataset", "=", dataset);
     if (filter.status !== undefined) chosen = chosen.where("status", "=", filter.status);
+    if (filter.after !== undefined) chosen = chosen.where("update_id", ">", filter.after);
     if (filter.through !== undefined) chosen = chosen.where("update_id", "<=", filter.through);
     if (filter.committedBy !== undefined) chosen = chosen.where("committed_at", "<=", filter.committedBy);
     if (filter.live) {

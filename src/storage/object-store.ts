@@ -153,8 +153,8 @@ export class LocalObjectStore implements ObjectStore {
   }
 
   async folders(prefix = ""): Promise<string[]> {
-    const folder = prefix.slice(0, prefix.lastIndexOf("/") + 1);
-    const entries = await folderEntries(folder ? this.localPath(folder.slice(0, -1)) : this.location);
+    const { folder, dir } = this.folderOf(prefix);
+    const entries = await folderEntries(dir);
     return entries
       .filter((e) => e.isDirectory())
       .map((e) => `${folder}${e.name}/`)
@@ -162,15 +162,19 @@ export class LocalObjectStore implements ObjectStore {
       .sort();
   }
 
+  /** The folder a prefix names (its keys up to the last `/`, with it) and where that folder is on disk. */
+  private folderOf(prefix: string): { folder: string; dir: string } {
+    const folder = prefix.slice(0, prefix.lastIndexOf("/") + 1);
+    return { folder, dir: folder ? this.localPath(folder.slice(0, -1)) : this.location };
+  }
+
   /**
    * The keys under a prefix, in key order, a folder's at a time (in pages of a bucket listing's size). Only
    * the folder the prefix names is walked.
    */
   private async *pages(prefix: string): AsyncGenerator<string[]> {
-    const folder = prefix.slice(0, prefix.lastIndexOf("/") + 1);
-    const walk = walkFiles(folder ? this.localPath(folder.slice(0, -1)) : this.location, {
-      keep: (name) => !name.includes(TEMP_SUFFIX),
-    });
+    const { folder, dir } = this.folderOf(prefix);
+    const walk = walkFiles(dir, { keep: (name) => !name.includes(TEMP_SUFFIX) });
     for await (const files of walk) {
       const keys = files.map((key) => `${folder}${key}`).filter((key) => key.startsWith(prefix));
       for (let i = 0; i < keys.length; i += PAGE_KEYS) yield keys.slice(i, i + PAGE_KEYS);
