@@ -184,6 +184,13 @@ describe("the studylake CLI", () => {
     );
     const again = await studylake("-w", ws, "relationalize", "--json");
     expect(JSON.parse(again.stdout).every((r: { runId: string | null }) => r.runId === null)).toBe(true);
+    // A folder without dataset=<id>/ folders (a wrong --from, say) is named, not passed over in silence.
+    const elsewhere = await tempDir();
+    const none = await studylake("-w", ws, "relationalize", "--from", elsewhere);
+    expect([none.code, none.stdout.trim()]).toEqual([
+      0,
+      `No JSON datasets in ${elsewhere}: they are folders named dataset=<id>/, as intake writes them.`,
+    ]);
 
     const tables = await studylake("-w", ws, "tables", "--json");
     const motion = JSON.parse(tables.stdout).find((t: { table: string }) => t.table === "MotionRecord_v1");
@@ -221,6 +228,24 @@ describe("the studylake CLI", () => {
       (await studylake("-w", ws, "request", "relationalize", "WeatherResult_v1", "--json")).stdout,
     );
     expect((await studylake("-w", ws, "abort", queued.run.runId)).stdout).toMatch(/aborted/);
+    // A request that no worker could carry out is refused now, with the reason, and queues nothing.
+    const refusals: Array<[string[], RegExp]> = [
+      [
+        ["relationalize", "MotionRecord_v2"],
+        /^studylake: no JSON dataset 'MotionRecord_v2' \(datasets: .*MotionRecord_v1/,
+      ],
+      [["relationalize"], /name the dataset/],
+      [["transform", "no-such-folder"], /no-such-folder/],
+      [["export"], /studylake export/],
+      [["intake", "somewhere"], /takes no target/],
+    ];
+    for (const [args, message] of refusals) {
+      const refused = await studylake("-w", ws, "request", ...args);
+      expect(refused.code).toBe(2);
+      expect(refused.stderr.trim()).toMatch(message);
+    }
+    const typo = await studylake("-w", ws, "relationalize", "--dataset", "MotionRecord_v1", "Motion");
+    expect([typo.code, typo.stderr.trim()]).toEqual([2, expect.stringMatching(/no JSON dataset 'Motion' \(/)]);
 
     const run = await studylake("-w", ws, "run", "--log-level", "info");
     expect(run.code).toBe(0);

@@ -190,6 +190,18 @@ describe("relationalize rules", () => {
     expect(columnType(["boolean", "integer"])).toBe("VARCHAR");
   });
 
+  it("refuses a document that is not an object or an array of objects, and keeps nothing of it", () => {
+    const r = make();
+    r.add(parse('{"recordid":"a"}'), { recordKey: "a" });
+    expect(() => r.add(parse('[{"recordid":"b"},3]'), { recordKey: "b" })).toThrow(
+      "element 1 of the top-level array is not an object",
+    );
+    expect(() => r.add(parse("5"), { recordKey: "c" })).toThrow("neither an object nor an array of objects");
+    const table = r.flush().tables[0]!;
+    const at = table.schema.columns.findIndex((c) => c.name === "recordid");
+    expect(table.rows.map((row) => row[at])).toEqual(["a"]);
+  });
+
   it("keeps a timestamp's local offset exactly as sent", () => {
     const r = make();
     r.add(parse('{"recordid":"a","at":"2022-04-08T13:02:48.724-07:00"}'), { recordKey: "a" });

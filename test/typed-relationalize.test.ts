@@ -277,7 +277,7 @@ describe("the typed way with unreadable lines", () => {
     // A small file with a broken line between good ones, and a large file (read by DuckDB) with one.
     await writeFile(
       path.join(folder, "a-small.ndjson"),
-      `${JSON.stringify(docs[0])}\n{"recordid": "x",\n${JSON.stringify(docs[1])}\n`,
+      `${JSON.stringify(docs[0])}\n{"recordid": "x",\n[1,2]\n5\n[{"recordid":"z","assessmentid":"a1"},3]\n${JSON.stringify(docs[1])}\n`,
     );
     const large = docs.slice(2).map(line);
     large.splice(30, 0, "not json at all");
@@ -285,10 +285,14 @@ describe("the typed way with unreadable lines", () => {
     const typed = await relationalize(input, true, "gen");
     const plain = await relationalize(input, false, "gen");
     expect(typed.report.unreadable).toEqual(plain.report.unreadable);
-    expect(typed.report.unreadable.map((u) => [path.basename(u.key), u.line])).toEqual([
-      ["a-small.ndjson", 2],
-      ["b-large.ndjson", 31],
+    expect(typed.report.unreadable.map((u) => [path.basename(u.key), u.line, u.message])).toEqual([
+      ["a-small.ndjson", 2, expect.any(String)],
+      ["a-small.ndjson", 3, "element 0 of the top-level array is not an object"],
+      ["a-small.ndjson", 4, "the document is neither an object nor an array of objects"],
+      ["a-small.ndjson", 5, "element 1 of the top-level array is not an object"],
+      ["b-large.ndjson", 31, expect.any(String)],
     ]);
+    expect(JSON.stringify(await tables(typed.t))).not.toContain('"z"');
     expect(typed.report.documents).toBe(plain.report.documents);
     expect(await tables(typed.t)).toEqual(await tables(plain.t));
     // Read in pieces of a few lines, the large file's bad line keeps its number.
@@ -306,7 +310,7 @@ describe("the typed way with unreadable lines", () => {
     const plainSmall = await relationalize(input, false, "gen");
     expect(typedSmall.report.typedDocuments).toBeGreaterThan(0);
     expect(typedSmall.report.unreadable).toEqual(plainSmall.report.unreadable);
-    expect(typedSmall.report.unreadable.map((u) => u.line)).toEqual([2]);
+    expect(typedSmall.report.unreadable.map((u) => u.line)).toEqual([2, 3, 4, 5]);
     expect(await tables(typedSmall.t)).toEqual(await tables(plainSmall.t));
   });
 });

@@ -1,4 +1,5 @@
 import { isLosslessNumber, parse, stringify } from "lossless-json";
+import { documentProblem } from "../relationalize/relationalize.js";
 
 export interface DateParts {
   year: number;
@@ -61,16 +62,9 @@ export function datasetLine(text: string, ctx: LineContext): string {
       day: ctx.date.day,
       recordid: ctx.recordId,
     };
-    if (Array.isArray(doc)) {
-      doc.forEach((element, i) => {
-        if (!isObject(element)) throw new DocumentShapeError(`element ${i} of the top-level array is not an object`);
-        Object.assign(element, fields);
-      });
-    } else if (isObject(doc)) {
-      Object.assign(doc, fields);
-    } else {
-      throw new DocumentShapeError("the document is neither an object nor an array of objects");
-    }
+    const problem = documentProblem(doc);
+    if (problem !== undefined) throw new DocumentShapeError(problem);
+    for (const element of Array.isArray(doc) ? doc : [doc]) Object.assign(element, fields);
   }
   return stringify(doc) as string;
 }

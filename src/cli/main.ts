@@ -10,6 +10,7 @@ import { readParticipants } from "../export/participants.js";
 import { planExport, type Selection, yesterday } from "../export/plan.js";
 import { parseExportRequest, RECORD_SOURCES } from "../export/request.js";
 import { type IngestReport, Intake, type ReprocessReport } from "../intake/intake.js";
+import { readTransform } from "../lake/lake.js";
 import { withdrawParticipant } from "../lake/withdraw.js";
 import { Catalog, documentText } from "../parquet/catalog.js";
 import { type RelationalizeReport, RelationalizeStage } from "../parquet/stage.js";
@@ -19,6 +20,7 @@ import { RunStatus } from "../pipeline/status.js";
 import { UploadStatus } from "../state/models.js";
 import { LocalObjectStore } from "../storage/object-store.js";
 import { initWorkspace } from "../workspace/init.js";
+import type { Workspace } from "../workspace/workspace.js";
 import { addLakeCommands, lakeQuery, printResult } from "./lake.js";
 import { printJson, printList, progress, table } from "./output.js";
 import { globals, positiveInt, UsageError, withWorkspace } from "./shared.js";
@@ -198,6 +200,7 @@ export function buildProgram(): Command {
     .action(async (opts: { dataset?: string[]; from?: string; json?: boolean }) => {
       await withWorkspace(program, async (ws) => {
         const stage = new RelationalizeStage(ws, opts.from ? new LocalObjectStore(opts.from) : ws.json);
+        if (opts.dataset) await checkDatasets(stage, opts.dataset);
         const datasets = opts.dataset ?? (await stage.datasets());
         // Files of the datasets done so far, plus the one running: its new files are known once it starts.
         const bar = progress("relationalize (files)", !opts.json);
@@ -245,6 +248,11 @@ export function buildProgram(): Command {
             );
           }
           for (const u of r.unreadable) console.log(`  unreadable: ${u.key} line ${u.line}: ${u.message}`);
+        }
+        if (datasets.length === 0) {
+          const folder = opts.from ? path.resolve(opts.from) : path.resolve(ws.root, ws.config.paths.json);
+          console.log(`No JSON datasets in ${folder}: they are folders named dataset=<id>/, as intake writes them.`);
+          return;
         }
         const written = reports.filter((r) => r.runId !== null).length;
         console.log(
@@ -381,26 +389,29 @@ export function buildProgram(): Command {
     .command("request")
     .description("request a run; with --key, requesting again returns the same run instead of a new one")
     .addArgument(new Argument("<kind>", "kind of run").choices(RunKind.options))
-    .argument("[target]", "dataset id (relationalize), or intake", "intake")
+    .argument("[target]", "the dataset id (relationalize) or transformation folder (transform); none for intake")
     .option("--key <idempotencyKey>", "idempotency key")
     .option("--path <path...>", "archives or folders to take in (intake; default: the drop folder)")
     .option("--json", "machine-readable output")
-    .action(async (kind: RunKind, target: string, opts: { key?: string; path?: string[]; json?: boolean }) => {
-      await withWorkspace(program, async (ws) => {
-        const { run, created } = await new Pipeline(ws).request({
-          kind,
-          target,
-          requestedBy: "cli",
-          ...(opts.key ? { idempotencyKey: opts.key } : {}),
-          ...(opts.path ? { params: { paths: opts.path.map((p) => path.resolve(p)) } } : {}),
+    .action(
+      async (kind: RunKind, given: string | undefined, opts: { key?: string; path?: string[]; json?: boolean }) => {
+        await withWorkspace(program, async (ws) => {
+          const target = await requestTarget(ws, kind, given);
+          const { run, created } = await new Pipeline(ws).request({
+            kind,
+            target,
+            requestedBy: "cli",
+            ...(opts.key ? { idempotencyKey: opts.key } : {}),
+            ...(opts.path ? { params: { paths: opts.path.map((p) => path.resolve(p)) } } : {}),
+          });
+          if (opts.json) printJson({ created, run });
+          else
+            console.log(
+              `${created ? "Requested" : "Already requested"}: run ${run.runId} (${run.kind} ${run.target}), ${run.status}`,
+            );
         });
-        if (opts.json) printJson({ created, run });
-        else
-          console.log(
-            `${created ? "Requested" : "Already requested"}: run ${run.runId} (${run.kind} ${run.target}), ${run.status}`,
-          );
-      });
-    });
+      },
+    );
 
   const runs = program
     .command("runs")
@@ -752,6 +763,46 @@ function metadataFlags(opts: Record<string, unknown>): Record<string, string> {
     if (typeof value === "string") out[key] = value;
   }
   return out;
+}
+
+/** Refuses dataset names that are neither in the JSON folder nor relationalized before (a typo, most likely). */
+async function checkDatasets(stage: RelationalizeStage, datasets: readonly string[]): Promise<void> {
+  const known = await stage.knownDatasets();
+  const unknown = datasets.filter((d) => !known.includes(d));
+  if (unknown.length > 0) {
+    throw new UsageError(
+      `no JSON dataset ${unknown.map((d) => `'${d}'`).join(", ")} (datasets: ${known.join(", ") || "none yet"})`,
+    );
+  }
+}
+
+/**
+ * The target of a run requested from the command line, checked now rather than when a worker takes the run:
+ * a known dataset, a transformation folder that reads, the drop folder for intake. An export run needs a
+ * request (its selection), which `studylake export` and schedules give.
+ */
+async function requestTarget(ws: Workspace, kind: RunKind, given: string | undefined): Promise<string> {
+  switch (kind) {
+    case "intake":
+      if (given !== undefined && given !== "intake") throw new UsageError("an intake run takes no target (use --path)");
+      return "intake";
+    case "relationalize":
+      if (given === undefined) throw new UsageError("request relationalize <dataset>: name the dataset");
+      await checkDatasets(new RelationalizeStage(ws), [given]);
+      return given;
+    case "transform":
+      if (given === undefined) throw new UsageError("request transform <folder>: name the transformation folder");
+      try {
+        await readTransform(path.resolve(ws.root, given));
+      } catch (err) {
+        throw new UsageError((err as Error).message);
+      }
+      return given;
+    case "export":
+      throw new UsageError(
+        "an export run needs its selection: run 'studylake export' (same options), or add a schedule",
+      );
+  }
 }
 
 /** Lines listing problem uploads in text mode; the rest are in `studylake status` and `--json`. */

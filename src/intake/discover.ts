@@ -36,7 +36,7 @@ export async function discoverArchives(paths: readonly string[]): Promise<Discov
     try {
       info = await stat(p);
     } catch {
-      problems.push({ path: p, message: `${p}: no such file or folder` });
+      problems.push({ path: p, message: "no such file or folder" });
       continue;
     }
     if (info.isDirectory()) {

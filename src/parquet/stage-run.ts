@@ -6,7 +6,7 @@ import { Lake } from "../lake/lake.js";
 import { type ColumnSchema, type DatasetSchema, rootFieldOf, type TableSchema } from "../relationalize/model.js";
 import { parseDocument } from "../relationalize/parse.js";
 import { compareOrder, orderOf, type RecordOrder, recordKeyOf } from "../relationalize/records.js";
-import type { Relationalizer } from "../relationalize/relationalize.js";
+import { documentProblem, type Relationalizer } from "../relationalize/relationalize.js";
 import { fitsSchema, representative, type Structure } from "../relationalize/structure.js";
 import type { Bookmark, RecordLocation } from "../state/relationalize-state.js";
 import type { ObjectStore } from "../storage/object-store.js";
@@ -414,8 +414,13 @@ export class StageRun {
     return typed.move([...new Set([...(await typed.repeatedRecords()), ...weigh])]);
   }
 
-  /** Why a document cannot be taken although it is JSON: one that holds the column a composite record id goes in. */
+  /**
+   * Why a document cannot be taken although it is JSON: neither an object nor an array of objects, or one that
+   * holds the column a composite record id goes in.
+   */
   private refusal(document: unknown): string | undefined {
+    const problem = documentProblem(document);
+    if (problem !== undefined) return problem;
     const { key, recordField } = this.o.rules;
     if (key.length === 1) return undefined;
     const root = Array.isArray(document) ? document[0] : document;

@@ -84,6 +84,12 @@ export class RelationalizeStage {
     return (await this.json.folders(DATASET_PREFIX)).map((folder) => folder.slice(DATASET_PREFIX.length, -1));
   }
 
+  /** Every dataset with a folder in the JSON store or tables already (one whose files were all removed still has a run to do). */
+  async knownDatasets(): Promise<string[]> {
+    const tables = (await this.ws.state.relationalize.datasets()).map((d) => d.dataset);
+    return [...new Set([...(await this.datasets()), ...tables])].sort();
+  }
+
   /**
    * Relationalizes what is new or changed in a dataset. A backlog larger than `relationalize.filesPerRun`
    * files goes in several runs, oldest uploads first, each committed on its own: a run's bookkeeping stays

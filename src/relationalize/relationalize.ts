@@ -212,16 +212,14 @@ export class Relationalizer {
 
   /** Adds a record's document; adding the same record again before `flush` replaces it. */
   add(document: unknown, context: DocumentContext): void {
+    // Checked before anything is added, so a refused document leaves no rows behind.
+    const problem = documentProblem(document);
+    if (problem !== undefined) throw new RelationalizeError(problem);
     this.generations.set(context.recordKey, (this.generations.get(context.recordKey) ?? 0) + 1);
     if (Array.isArray(document)) {
-      document.forEach((element, i) => {
-        if (!isObject(element)) throw new RelationalizeError(`element ${i} of the top-level array is not an object`);
-        this.addRoot(element, context, i);
-      });
-    } else if (isObject(document)) {
-      this.addRoot(document, context, undefined);
+      for (const [i, element] of document.entries()) this.addRoot(element as Record<string, unknown>, context, i);
     } else {
-      throw new RelationalizeError("a document must be an object or an array of objects");
+      this.addRoot(document as Record<string, unknown>, context, undefined);
     }
   }
 
@@ -480,6 +478,15 @@ function newRow(record: string, generation: number, id: string | null, index: nu
     synthetic: undefined,
     element: undefined,
   };
+}
+
+/** Why a document cannot be relationalized (it must be an object or an array of objects), or undefined. */
+export function documentProblem(document: unknown): string | undefined {
+  if (Array.isArray(document)) {
+    const i = document.findIndex((element) => !isObject(element));
+    return i === -1 ? undefined : `element ${i} of the top-level array is not an object`;
+  }
+  return isObject(document) ? undefined : "the document is neither an object nor an array of objects";
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
