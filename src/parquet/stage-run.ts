@@ -168,17 +168,17 @@ export class StageRun {
   async settle(removedKeys: readonly string[]): Promise<string[]> {
     const schema = this.finalSchema();
     const { report, runId, connection } = this.o;
-    for (const [oldBatch, ids] of this.rewrittenInRun) {
-      for (const table of schema.tables) {
-        const column = this.recordColumnOf(table)?.name;
-        if (!column) continue;
-        for (const relative of await listParquet(path.join(this.staging, table.name))) {
-          if (!path.basename(relative).startsWith(`${runId}_b${oldBatch}_`)) continue;
-          const file = path.join(this.staging, table.name, relative);
-          await removeRecords(connection, file, column, ids);
-          if (!(await exists(file))) this.staged.delete(`${table.name}/${relative}`);
-        }
-      }
+    // Each table folder is listed once, whatever the number of batches or runs whose files lose records.
+    const batchPrefix = `${runId}_b`;
+    for (const table of this.rewrittenInRun.size > 0 ? schema.tables : []) {
+      const column = this.recordColumnOf(table)?.name;
+      if (!column) continue;
+      const gone = await removeFromFolder(connection, path.join(this.staging, table.name), column, (name) =>
+        name.startsWith(batchPrefix)
+          ? this.rewrittenInRun.get(Number(name.slice(batchPrefix.length).split("_")[0]))
+          : undefined,
+      );
+      for (const relative of gone) this.staged.delete(`${table.name}/${relative}`);
     }
     const removedKeySet = new Set(removedKeys);
     const locations =
@@ -207,17 +207,13 @@ export class StageRun {
         removedRecords.push(record);
       }
     }
-    for (const [oldRun, ids] of stale) {
-      for (const table of schema.tables) {
-        const column = this.recordColumnOf(table)?.name;
-        if (!column) continue;
-        const dir = path.join(this.o.parquetRoot, table.name);
-        for (const relative of await listParquet(dir)) {
-          if (path.basename(relative).startsWith(`${oldRun}_`)) {
-            await removeRecords(connection, path.join(dir, relative), column, ids);
-          }
-        }
-      }
+    for (const table of stale.size > 0 ? schema.tables : []) {
+      const column = this.recordColumnOf(table)?.name;
+      if (!column) continue;
+      // A file's name starts with the id of the run that wrote it (run ids hold no '_').
+      await removeFromFolder(connection, path.join(this.o.parquetRoot, table.name), column, (name) =>
+        stale.get(name.slice(0, name.indexOf("_"))),
+      );
     }
     return removedRecords;
   }
@@ -586,6 +582,27 @@ async function lineOf(store: ObjectStore, key: string, ordinal: number): Promise
     if (text.trim() !== "" && ++seen === ordinal) return line;
   }
   return line;
+}
+
+/**
+ * Removes records from the Parquet files below a table's folder, listed once: `idsOf` gives, from a file's
+ * name, the records to remove from it (if any). Returns the files left with no rows, which are gone.
+ */
+async function removeFromFolder(
+  connection: DuckDBConnection,
+  dir: string,
+  column: string,
+  idsOf: (name: string) => readonly string[] | undefined,
+): Promise<string[]> {
+  const gone: string[] = [];
+  for (const relative of await listParquet(dir)) {
+    const ids = idsOf(path.basename(relative));
+    if (!ids) continue;
+    const file = path.join(dir, relative);
+    await removeRecords(connection, file, column, ids);
+    if (!(await exists(file))) gone.push(relative);
+  }
+  return gone;
 }
 
 async function exists(file: string): Promise<boolean> {

@@ -103,12 +103,11 @@ export async function removeRecords(
   // Record ids are text; a column of numeric ids compares by its digits.
   const keep = `CAST(${ident(recordColumn)} AS VARCHAR) NOT IN (${records.map(literal).join(", ")})`;
   const source = `read_parquet(${literal(file)})`;
-  const kept = await connection.runAndReadAll(`SELECT count(*) FROM ${source} WHERE ${keep}`);
-  const total = await connection.runAndReadAll(`SELECT count(*) FROM ${source}`);
-  const keptRows = Number(kept.getRows()[0]?.[0] ?? 0);
-  const removed = Number(total.getRows()[0]?.[0] ?? 0) - keptRows;
+  const counts = await connection.runAndReadAll(`SELECT count(*) FILTER (WHERE ${keep}), count(*) FROM ${source}`);
+  const [kept, total] = (counts.getRows()[0] ?? [0, 0]).map(Number) as [number, number];
+  const removed = total - kept;
   if (removed === 0) return 0;
-  if (keptRows === 0) {
+  if (kept === 0) {
     await rm(file, { force: true });
     return removed;
   }
