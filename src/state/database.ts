@@ -13,6 +13,7 @@ import {
   type SqliteDialectConfig,
   SqliteDriver,
   sql,
+  type Transaction,
 } from "kysely";
 import pg from "pg";
 import type { StateConfig } from "../config/config.js";
@@ -282,11 +283,8 @@ export interface StateDatabase {
   withdrawals: WithdrawalsTable;
 }
 
-export type Dialect = "sqlite" | "postgres";
-
 export interface OpenDatabase {
   db: Kysely<StateDatabase>;
-  dialect: Dialect;
   /** Where the state lives, for messages (never includes a password). */
   description: string;
   /**
@@ -296,6 +294,11 @@ export interface OpenDatabase {
    * write, and autovacuum analyzes a minute or more later: 30 ms instead of 3 ms per lookup. SQLite needs none.
    */
   wrote(table: keyof StateDatabase, rows: number): Promise<void>;
+  /**
+   * Makes the transactions that take the same key go one after another, until the transaction ends:
+   * PostgreSQL takes an advisory lock; SQLite's write transactions already go one at a time.
+   */
+  lockKey(trx: Transaction<StateDatabase>, key: string): Promise<void>;
 }
 
 /** Rows written to a table from which its planner statistics are refreshed at once (see `OpenDatabase.wrote`). */
@@ -340,7 +343,7 @@ export async function openDatabase(config: StateConfig, root: string): Promise<O
         throw err;
       }
     }
-    return { db, dialect: "sqlite", description: `sqlite:${file}`, wrote: async () => {} };
+    return { db, description: `sqlite:${file}`, wrote: async () => {}, lockKey: async () => {} };
   }
   const pool = new pg.Pool({
     connectionString: config.url,
@@ -362,11 +365,13 @@ export async function openDatabase(config: StateConfig, root: string): Promise<O
   await migrate(db, config.schema);
   return {
     db,
-    dialect: "postgres",
     description: `postgres:${redact(config.url)} schema ${config.schema}`,
     wrote: statisticsKeeper(async (table) => {
       await sql`analyze ${sql.id(config.schema, table)}`.execute(root_db);
     }),
+    lockKey: async (trx, key) => {
+      await sql`SELECT pg_advisory_xact_lock(hashtext(${key}))`.execute(trx);
+    },
   };
 }
 

@@ -1,8 +1,7 @@
 import { randomUUID } from "node:crypto";
-import { type Kysely, type Selectable, sql } from "kysely";
+import type { Kysely, Selectable } from "kysely";
 import type { StateConfig } from "../config/config.js";
 import {
-  type Dialect,
   type OpenDatabase,
   openDatabase,
   type StateDatabase,
@@ -58,9 +57,9 @@ export class StateStore {
 
   private constructor(
     private readonly db: Kysely<StateDatabase>,
-    readonly dialect: Dialect,
     readonly description: string,
     wrote: OpenDatabase["wrote"],
+    private readonly lockKey: OpenDatabase["lockKey"],
   ) {
     this.relationalize = new RelationalizeState(db, wrote);
     this.pipeline = new PipelineState(db);
@@ -69,8 +68,8 @@ export class StateStore {
   }
 
   static async open(config: StateConfig, root: string): Promise<StateStore> {
-    const { db, dialect, description, wrote } = await openDatabase(config, root);
-    return new StateStore(db, dialect, description, wrote);
+    const { db, description, wrote, lockKey } = await openDatabase(config, root);
+    return new StateStore(db, description, wrote, lockKey);
   }
 
   async close(): Promise<void> {
@@ -94,8 +93,7 @@ export class StateStore {
           if (input.recordId !== null) {
             // Writers of one record take their versions in turn (SQLite's write transactions already do): with
             // only the unique constraint to go by, one of many concurrent writers could lose every retry.
-            if (this.dialect === "postgres")
-              await sql`SELECT pg_advisory_xact_lock(hashtext(${input.recordId}))`.execute(trx);
+            await this.lockKey(trx, input.recordId);
             const { max } = await trx
               .selectFrom("uploads")
               .select((eb) => eb.fn.max<number | null>("version").as("max"))
