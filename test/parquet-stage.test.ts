@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { mkdir, utimes, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, rm, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { stringify } from "lossless-json";
 import { afterEach, describe, expect, it } from "vitest";
@@ -333,6 +333,105 @@ describe("relationalize in bounded batches", () => {
       expect(await tables(cut.ws)).toEqual(expected);
     } finally {
       for (const w of [whole, backlog, cut]) await w.cleanup();
+    }
+  });
+});
+
+describe("compaction of the Parquet tables", () => {
+  it("merges a partition's files once there are compactAfterFiles of them, with the same tables, rebuilds and lake as never merging", async () => {
+    const folder = path.join(await tempDir(), "json");
+    const config = (compactAfterFiles: number) => ({
+      relationalize: {
+        recordField: "recordid",
+        partitionFields: ["assessmentid", "year", "month", "day"],
+        compactAfterFiles,
+      },
+    });
+    const merging = await makeWorkspace(config(3));
+    const never = await makeWorkspace(config(0));
+    const tables = async (ws: TestWorkspace["ws"]) => [
+      await rows(ws, "SELECT recordid, v, day FROM Samples ORDER BY recordid"),
+      await rows(ws, "SELECT recordid, i, index FROM Samples_samples ORDER BY recordid, index"),
+      await lakeRows(ws, "SELECT recordid, v FROM Samples ORDER BY recordid"),
+    ];
+    const fileCount = async (ws: TestWorkspace["ws"], table: string) =>
+      (await listParquet(path.join(ws.root, ws.config.paths.parquet, table))).length;
+    try {
+      let mtime = 1_700_000_000_000;
+      const put = async (id: string, day: number, v: number | string, samples: number) => {
+        const dir = path.join(folder, "dataset=Samples", "assessmentid=a", "year=2022", "month=2", `day=${day}`);
+        await mkdir(dir, { recursive: true });
+        const file = path.join(dir, `${id}.ndjson`);
+        const text = JSON.stringify({ recordid: id, v, samples: Array.from({ length: samples }, (_, i) => ({ i })) });
+        await writeFile(file, `${text}\n`);
+        mtime += 1000;
+        await utimes(file, new Date(mtime), new Date(mtime));
+      };
+      const runBoth = async () => {
+        const reports = [];
+        for (const w of [merging, never])
+          reports.push(await new RelationalizeStage(w.ws, new LocalObjectStore(folder)).run("Samples"));
+        return reports[0];
+      };
+      let merged = 0;
+      // Twelve runs over two days: new records, records uploaded again (replaced), a file removed (deleted),
+      // and from the seventh run on a text `v`, which widens the column: files before and after differ in type.
+      for (let run = 0; run < 12; run++) {
+        await put(`r${run}`, 1 + (run % 2), run < 6 ? run : `t${run}`, 1 + (run % 3));
+        await put(`s${run}`, 1, run, 2);
+        if (run >= 3) await put(`r${run - 3}`, 1 + ((run - 3) % 2), run < 6 ? run * 10 : `again${run}`, 2);
+        if (run === 8)
+          await rm(
+            path.join(folder, "dataset=Samples", "assessmentid=a", "year=2022", "month=2", "day=1", "s2.ndjson"),
+          );
+        merged += (await runBoth())?.mergedFiles ?? 0;
+        expect(await tables(merging.ws)).toEqual(await tables(never.ws));
+      }
+      expect(merged).toBeGreaterThan(10);
+      const [rootRows] = await tables(merging.ws);
+      expect(rootRows).toHaveLength(23);
+      expect(await fileCount(merging.ws, "Samples")).toBeLessThan((await fileCount(never.ws, "Samples")) / 2);
+      // Files of different column types were kept apart, so each record reads back as it was sent.
+      for (const record of ["r0", "r5", "r11", "s0", "s7"]) {
+        const rebuilt = [];
+        for (const w of [merging, never]) {
+          const catalog = await Catalog.open(w.ws);
+          rebuilt.push(await catalog.rebuild("Samples", record));
+          catalog.close();
+        }
+        expect(rebuilt[0]).toEqual(rebuilt[1]);
+        expect(rebuilt[0]).toMatchObject({ recordid: record });
+      }
+      expect(await merging.ws.state.relationalize.mergedFiles("Samples")).toEqual([]);
+
+      // A run that committed a merge and died before deleting the merged files: the next run deletes them.
+      const table = path.join(merging.ws.root, merging.ws.config.paths.parquet, "Samples");
+      const [kept] = await listParquet(table);
+      const leftover = path.join(path.dirname(kept as string), "rdied_b0_0.parquet");
+      await copyFile(path.join(table, kept as string), path.join(table, leftover));
+      const state = merging.ws.state.relationalize;
+      await state.startRun("rfake", "Samples");
+      await state.commitRun({
+        runId: "rfake",
+        dataset: "Samples",
+        schema: (await state.schema("Samples"))!,
+        bookmarks: new Map(),
+        removedKeys: [],
+        records: new Map(),
+        removedRecords: [],
+        deletedRecords: [],
+        removedDeletionKeys: [],
+        compacted: [{ absorbedRunId: "rdied", file: path.join("Samples", leftover) }],
+        summary: {},
+      });
+      expect(await tables(merging.ws)).not.toEqual(await tables(never.ws));
+      expect(await new RelationalizeStage(merging.ws, new LocalObjectStore(folder)).run("Samples")).toMatchObject({
+        runId: null,
+      });
+      expect(await tables(merging.ws)).toEqual(await tables(never.ws));
+      expect(await state.mergedFiles("Samples")).toEqual([]);
+    } finally {
+      for (const w of [merging, never]) await w.cleanup();
     }
   });
 });

@@ -92,6 +92,7 @@ describe("record rules (pure)", () => {
       batchRows: 10,
       groupBytes: 1024,
       filesPerRun: 100,
+      compactAfterFiles: 32,
       typed: true,
       datasets: {
         a: { key: ["GlobalKey"], newestBy: ["x"], deletedBy: "a_Deleted" },

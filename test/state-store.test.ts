@@ -7,7 +7,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { StateConfig } from "../src/config/config.js";
 import type { UploadFile } from "../src/state/models.js";
-import type { Bookmark } from "../src/state/relationalize-state.js";
+import type { Bookmark, RunCommit } from "../src/state/relationalize-state.js";
 import { StateStore } from "../src/state/store.js";
 import { dropSchema, POSTGRES_URL, postgresAvailable, tempDir, uniqueSchema } from "./support/workspace.js";
 
@@ -36,8 +36,9 @@ async function commitBookmarks(
   store: StateStore,
   dataset: string,
   bookmarks: Array<[string, Bookmark]>,
+  compacted: RunCommit["compacted"] = [],
+  runId = `run-${dataset}-${bookmarks.length}`,
 ): Promise<void> {
-  const runId = `run-${dataset}-${bookmarks.length}`;
   await store.relationalize.startRun(runId, dataset);
   await store.relationalize.commitRun({
     runId,
@@ -49,6 +50,7 @@ async function commitBookmarks(
     removedRecords: [],
     deletedRecords: [],
     removedDeletionKeys: [],
+    compacted,
     summary: {},
   });
 }
@@ -237,6 +239,37 @@ function stateStoreSuite(
       for await (const page of state.bookmarkedKeys("d", 2)) pages.push(page);
       expect(pages.map((p) => p.length)).toEqual([2, 2, 1]);
       expect(pages.flat().sort()).toEqual([...keys].sort());
+    });
+
+    it("follows merged Parquet files to the runs that merged them, and lists those still to delete", async () => {
+      const state = store.relationalize;
+      // Run B merged files of A and X; run C merged B's merged file; D, on another dataset, merged A's.
+      await commitBookmarks(
+        store,
+        "m",
+        [],
+        [
+          { absorbedRunId: "A", file: "t/A_b0_0.parquet" },
+          { absorbedRunId: "X", file: "t/X_b0_0.parquet" },
+        ],
+        "B",
+      );
+      await commitBookmarks(store, "m", [], [{ absorbedRunId: "B", file: "t/B_c0_0.parquet" }], "C");
+      await commitBookmarks(store, "other-m", [], [{ absorbedRunId: "A", file: "u/A_b0_0.parquet" }], "D");
+      const into = await state.mergedInto("m", ["A", "C", "Z"]);
+      expect([...into].map(([run, to]) => [run, [...to].sort()])).toEqual([
+        ["A", ["B", "C"]],
+        ["C", []],
+        ["Z", []],
+      ]);
+      expect((await state.mergedFiles("m")).sort()).toEqual([
+        "t/A_b0_0.parquet",
+        "t/B_c0_0.parquet",
+        "t/X_b0_0.parquet",
+      ]);
+      await state.mergedFilesRemoved("m", ["t/A_b0_0.parquet", "t/X_b0_0.parquet"]);
+      expect(await state.mergedFiles("m")).toEqual(["t/B_c0_0.parquet"]);
+      expect(await state.mergedFiles("other-m")).toEqual(["u/A_b0_0.parquet"]);
     });
 
     it("keeps its tables across reopening (migrations run once)", async () => {

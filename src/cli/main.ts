@@ -237,6 +237,8 @@ export function buildProgram(): Command {
           if (r.older > 0)
             console.log(`  ${r.older} older versions of records in the tables were not written (newestBy)`);
           if (r.deletedByExport > 0) console.log(`  ${r.deletedByExport} removed or kept out by the deletion export`);
+          if (r.mergedFiles > 0)
+            console.log(`  ${r.mergedFiles} files of earlier runs merged into fewer (relationalize.compactAfterFiles)`);
           for (const c of r.counts) {
             console.log(
               `  ${c.value ?? "(none)"}: ${c.read} read, ${c.older} older, ${c.deletedByExport} deleted, ${c.written} written`,

@@ -255,6 +255,11 @@ export const Config = z.object({
        */
       filesPerRun: z.number().int().positive().default(50_000),
       /**
+       * Once a table's partition folder holds this many files (each run adds one to each partition it writes
+       * to), the run writing there next merges them into one; 0: never.
+       */
+      compactAfterFiles: z.number().int().min(0).default(32),
+      /**
        * Let DuckDB read and relationalize the documents whose structure says everything about them (most
        * documents; see src/parquet/typed-batch.ts); the rest, or everything when false, is parsed in JavaScript.
        * Both give the same tables.
@@ -269,6 +274,7 @@ export const Config = z.object({
       batchRows: 50_000,
       groupBytes: 64 * 1024 * 1024,
       filesPerRun: 50_000,
+      compactAfterFiles: 32,
       typed: true,
       datasets: {},
     }),

@@ -1,4 +1,4 @@
-import { mkdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { DuckDBConnection } from "@duckdb/node-api";
 import type { EffectiveDatasetRules } from "../config/config.js";
@@ -8,9 +8,10 @@ import { parseDocument } from "../relationalize/parse.js";
 import { compareOrder, orderOf, type RecordOrder, recordKeyOf } from "../relationalize/records.js";
 import { documentProblem, type Relationalizer } from "../relationalize/relationalize.js";
 import { fitsSchema, representative, type Structure } from "../relationalize/structure.js";
-import type { Bookmark, RecordLocation } from "../state/relationalize-state.js";
+import type { Bookmark, RecordLocation, RunCommit } from "../state/relationalize-state.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import type { Workspace } from "../workspace/workspace.js";
+import { literal } from "./duckdb.js";
 import type { CountsByValue, RelationalizeReport, TableReport } from "./stage.js";
 import { type BatchFile, DUCKDB_READS_FROM, type LeftDocument, TypedBatch } from "./typed-batch.js";
 import { copyToParquet, listParquet, removeRecords, type WrittenFile, writeParquet } from "./writer.js";
@@ -56,6 +57,9 @@ export class StageRun {
   private readonly records = new Map<string, RecordLocation>();
   private readonly batchOf = new Map<string, number>();
   private readonly rewrittenInRun = new Map<number, string[]>();
+  /** Files of earlier runs merged by this run (deleted once it commits), and the files they were merged into. */
+  private readonly merged: RunCommit["compacted"] = [];
+  private readonly mergedInto: Array<{ table: string; relative: string }> = [];
   /** The typed way's read plan, carried from one group to the next. */
   private plan: Structure | null = null;
   private groups = 0;
@@ -207,20 +211,78 @@ export class StageRun {
         removedRecords.push(record);
       }
     }
+    // A record is in the files of the run that wrote it, or of the runs that merged those (compaction).
+    const into =
+      stale.size > 0 ? await this.o.ws.state.relationalize.mergedInto(this.o.dataset, [...stale.keys()]) : null;
+    const idsByRun = new Map<string, string[]>();
+    for (const [oldRun, ids] of stale) {
+      for (const run of [oldRun, ...(into?.get(oldRun) ?? [])])
+        idsByRun.set(run, [...(idsByRun.get(run) ?? []), ...ids]);
+    }
     for (const table of stale.size > 0 ? schema.tables : []) {
       const column = this.recordColumnOf(table)?.name;
       if (!column) continue;
       // A file's name starts with the id of the run that wrote it (run ids hold no '_').
       await removeFromFolder(connection, path.join(this.o.parquetRoot, table.name), column, (name) =>
-        stale.get(name.slice(0, name.indexOf("_"))),
+        idsByRun.get(name.slice(0, name.indexOf("_"))),
       );
     }
     return removedRecords;
   }
 
   /**
+   * Merges, in each partition this run writes to, the files earlier runs left there once a table has
+   * `relationalize.compactAfterFiles` of them: every run adds a file per partition it touches, and a reader
+   * opens them all. Files are merged only with files of the same columns and types (a later run may have
+   * widened a type; merging would change how such a file's values read back). The merged file is staged as
+   * this run's; the files it replaces are deleted once the run commits (`removeMergedFiles`), and a record
+   * written by a merged file's run is looked for in this run's files too (`mergedInto`).
+   */
+  async compact(): Promise<void> {
+    const after = this.settings.compactAfterFiles;
+    if (after === 0) return;
+    const { parquetRoot, runId, connection, report } = this.o;
+    const partitions = new Set([...this.staged.values()].map((f) => `${f.table}/${path.dirname(f.relative)}`));
+    for (const at of partitions) {
+      const [table, partition] = [at.slice(0, at.indexOf("/")), at.slice(at.indexOf("/") + 1)];
+      const dir = path.join(parquetRoot, table, partition);
+      const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith(".parquet")).sort();
+      if (names.length < after) continue;
+      const groups = new Map<string, string[]>();
+      for (const name of names) {
+        const columns = await connection.runAndReadAll(
+          `DESCRIBE SELECT * FROM read_parquet(${literal(path.join(dir, name))}, hive_partitioning = false)`,
+        );
+        const signature = JSON.stringify(columns.getRowsJS().map(([column, type]) => [column, type]));
+        groups.set(signature, [...(groups.get(signature) ?? []), name]);
+      }
+      let group = 0;
+      for (const same of groups.values()) {
+        if (same.length < 2) continue;
+        const sources = same.map((name) => literal(path.join(dir, name))).join(", ");
+        const written = await copyToParquet(
+          connection,
+          `(SELECT * FROM read_parquet([${sources}], hive_partitioning = false))`,
+          path.join(this.staging, table, partition),
+          `${runId}_c${group++}`,
+          [],
+        );
+        for (const file of written.files)
+          this.mergedInto.push({ table, relative: path.join(partition, file.relative) });
+        for (const name of same) {
+          this.merged.push({
+            absorbedRunId: name.slice(0, name.indexOf("_")),
+            file: path.join(table, partition, name),
+          });
+        }
+        report.mergedFiles += same.length;
+      }
+    }
+  }
+
+  /**
    * Moves the staged files into place, writes the manifest and the lake updates, then commits the run in
-   * the state store (until then its files do not count).
+   * the state store (until then its files do not count), and deletes the files it merged.
    */
   async publish(
     changed: ReadonlyArray<readonly [string, Bookmark]>,
@@ -230,12 +292,7 @@ export class StageRun {
   ) {
     const { report, runId, parquetRoot, ws, dataset } = this.o;
     const schema = this.finalSchema();
-    for (const { table, relative } of this.staged.values()) {
-      const target = path.join(parquetRoot, table, relative);
-      await mkdir(path.dirname(target), { recursive: true });
-      await rename(path.join(this.staging, table, relative), target);
-    }
-    await rm(this.staging, { recursive: true, force: true });
+    await this.moveIntoPlace(this.staged.values());
     report.tables = [...this.tableReports.values()];
     const manifest = { ...report, finishedAt: new Date().toISOString(), files: [...this.staged.keys()] };
     await mkdir(path.join(parquetRoot, "_manifests"), { recursive: true });
@@ -257,6 +314,10 @@ export class StageRun {
         deletedRecords: removedRecords,
       });
     }
+    // Merged files go in last: until the merged-away files are deleted just after the commit, a reader of the
+    // folder sees their rows twice. A process that dies before the commit leaves them to `cleanAbandoned`.
+    await this.moveIntoPlace(this.mergedInto);
+    await rm(this.staging, { recursive: true, force: true });
     await ws.state.relationalize.commitRun({
       runId,
       dataset,
@@ -267,8 +328,18 @@ export class StageRun {
       removedRecords,
       deletedRecords: this.newlyDeleted,
       removedDeletionKeys,
+      compacted: this.merged,
       summary: { ...report, tables: report.tables },
     });
+    await removeMergedFiles(ws, dataset, parquetRoot);
+  }
+
+  private async moveIntoPlace(files: Iterable<{ table: string; relative: string }>): Promise<void> {
+    for (const { table, relative } of files) {
+      const target = path.join(this.o.parquetRoot, table, relative);
+      await mkdir(path.dirname(target), { recursive: true });
+      await rename(path.join(this.staging, table, relative), target);
+    }
   }
 
   private finalSchema(): DatasetSchema {
@@ -582,6 +653,16 @@ async function lineOf(store: ObjectStore, key: string, ordinal: number): Promise
     if (text.trim() !== "" && ++seen === ordinal) return line;
   }
   return line;
+}
+
+/**
+ * Deletes the files that committed runs merged into files of their own and that are still there (the run's
+ * process died before it deleted them: until then a reader of the folder sees their rows twice).
+ */
+export async function removeMergedFiles(ws: Workspace, dataset: string, parquetRoot: string): Promise<void> {
+  const files = await ws.state.relationalize.mergedFiles(dataset);
+  for (const file of files) await rm(path.join(parquetRoot, file), { force: true });
+  await ws.state.relationalize.mergedFilesRemoved(dataset, files);
 }
 
 /**

@@ -12,7 +12,7 @@ import type { ObjectStore } from "../storage/object-store.js";
 import type { Workspace } from "../workspace/workspace.js";
 import { ChangedFiles } from "./changed-files.js";
 import { openDuckDB } from "./duckdb.js";
-import { StageRun } from "./stage-run.js";
+import { removeMergedFiles, StageRun } from "./stage-run.js";
 import { listParquet } from "./writer.js";
 
 export interface TableReport {
@@ -46,6 +46,8 @@ export interface RelationalizeReport {
   older: number;
   /** With the dataset's `countBy` field: the documents of each of its values, by what became of them. */
   counts: CountsByValue[];
+  /** Files of earlier runs merged into fewer, larger ones (see `relationalize.compactAfterFiles`). */
+  mergedFiles: number;
   /** JSON lines that could not be read, each with its key and line number. */
   unreadable: Array<{ key: string; line: number; message: string }>;
   tables: TableReport[];
@@ -112,6 +114,7 @@ export class RelationalizeStage {
     const duck = await openDuckDB();
     try {
       await this.cleanAbandoned(dataset, previous?.tables.map((t) => t.name) ?? []);
+      await removeMergedFiles(this.ws, dataset, this.parquetRoot);
 
       const prefix = `${DATASET_PREFIX}${dataset}/`;
       // The deletion export's files are bookmarked with the dataset's own: each run reads only what is new.
@@ -186,6 +189,7 @@ export class RelationalizeStage {
     const removedDeletionKeys = await run.prepare(files.deletions, removedDeletions);
     await run.read(files.data);
     const removedRecords = await run.settle(removedKeys);
+    await run.compact();
     await run.publish([...files.deletions, ...files.data], files.removed, removedRecords, removedDeletionKeys);
     return report;
   }
@@ -262,6 +266,7 @@ function emptyReport(dataset: string): RelationalizeReport {
     deleted: 0,
     deletedByExport: 0,
     older: 0,
+    mergedFiles: 0,
     counts: [],
     unreadable: [],
     tables: [],
@@ -299,6 +304,7 @@ const SUMMED = [
   "deleted",
   "deletedByExport",
   "older",
+  "mergedFiles",
 ] as const;
 
 /** The items that pass a test, and those that do not. */

@@ -78,6 +78,20 @@ export interface ParquetRecordsTable {
   record_order: string | null;
 }
 
+/**
+ * Parquet files a relationalize run merged into files of its own (see `relationalize.compactAfterFiles`): the
+ * records of the run that wrote each file (`absorbed_run_id`) may now be in the merging run's files too, and
+ * the file is deleted once the merging run has committed (`removed` 0 until then, or when its process died).
+ */
+export interface ParquetCompactionsTable {
+  dataset: string;
+  run_id: string;
+  absorbed_run_id: string;
+  /** The file, relative to the Parquet folder (`<table>/<partition folders>/<name>`). */
+  file: string;
+  removed: number;
+}
+
 /** Records a dataset's deletion export names (see `relationalize.datasets.*.deletedBy`). */
 export interface DeletedRecordsTable {
   dataset: string;
@@ -262,6 +276,7 @@ export interface StateDatabase {
   dataset_schemas: DatasetSchemasTable;
   json_bookmarks: JsonBookmarksTable;
   parquet_records: ParquetRecordsTable;
+  parquet_compactions: ParquetCompactionsTable;
   deleted_records: DeletedRecordsTable;
   relationalize_runs: RelationalizeRunsTable;
   runs: RunsTable;

@@ -321,4 +321,22 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0009_parquet_compactions": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable("parquet_compactions")
+        .addColumn("dataset", "text", (c) => c.notNull())
+        .addColumn("run_id", "text", (c) => c.notNull())
+        .addColumn("absorbed_run_id", "text", (c) => c.notNull())
+        .addColumn("file", "text", (c) => c.notNull())
+        .addColumn("removed", "integer", (c) => c.notNull().defaultTo(0))
+        .addPrimaryKeyConstraint("parquet_compactions_pk", ["dataset", "file"])
+        .execute();
+      await db.schema
+        .createIndex("parquet_compactions_absorbed")
+        .on("parquet_compactions")
+        .columns(["dataset", "absorbed_run_id"])
+        .execute();
+    },
+  },
 };

@@ -28,6 +28,8 @@ export interface RunCommit {
   deletedRecords: Array<{ record: string; jsonKey: string }>;
   /** Deletion export files that are gone: the records they named may come back. */
   removedDeletionKeys: string[];
+  /** Files of earlier runs this run merged into files of its own (relative to the Parquet folder). */
+  compacted: Array<{ absorbedRunId: string; file: string }>;
   summary: unknown;
 }
 
@@ -255,6 +257,14 @@ export class RelationalizeState {
           .onConflict((oc) => oc.doNothing())
           .execute();
       }
+      for (const part of chunks(commit.compacted)) {
+        await trx
+          .insertInto("parquet_compactions")
+          .values(
+            part.map((c) => ({ dataset, run_id: runId, absorbed_run_id: c.absorbedRunId, file: c.file, removed: 0 })),
+          )
+          .execute();
+      }
       await trx
         .updateTable("relationalize_runs")
         .set({ status: "committed", finished_at: now, summary: JSON.stringify(commit.summary) })
@@ -264,5 +274,63 @@ export class RelationalizeState {
     // The next run looks bookmarks and records up by key: after a large run, with statistics that know of it.
     await this.wrote("json_bookmarks", commit.bookmarks.size);
     await this.wrote("parquet_records", commit.records.size);
+  }
+
+  /**
+   * The runs whose files now hold records these runs wrote: those that merged their files, and so on (a
+   * merged file can be merged again). Each run maps to every such run.
+   */
+  async mergedInto(dataset: string, runs: readonly string[]): Promise<Map<string, string[]>> {
+    const into = new Map<string, Set<string>>();
+    for (let next = [...new Set(runs)]; next.length > 0; ) {
+      const rows = (
+        await Promise.all(
+          chunks(next).map((part) =>
+            this.db
+              .selectFrom("parquet_compactions")
+              .select(["absorbed_run_id", "run_id"])
+              .distinct()
+              .where("dataset", "=", dataset)
+              .where("absorbed_run_id", "in", part)
+              .execute(),
+          ),
+        )
+      ).flat();
+      next = [];
+      for (const { absorbed_run_id: from, run_id: to } of rows) {
+        if (!into.has(from)) into.set(from, new Set());
+        into.get(from)?.add(to);
+        if (!into.has(to)) next.push(to);
+      }
+    }
+    const closure = (run: string, seen = new Set<string>()): string[] => {
+      for (const to of into.get(run) ?? []) if (!seen.has(to)) closure(to, seen.add(to));
+      return [...seen];
+    };
+    return new Map(runs.map((run) => [run, closure(run)]));
+  }
+
+  /** Files merged by committed runs that are still to be deleted (a process died before it deleted them). */
+  async mergedFiles(dataset: string): Promise<string[]> {
+    const rows = await this.db
+      .selectFrom("parquet_compactions")
+      .innerJoin("relationalize_runs", "relationalize_runs.run_id", "parquet_compactions.run_id")
+      .select("parquet_compactions.file")
+      .where("parquet_compactions.dataset", "=", dataset)
+      .where("parquet_compactions.removed", "=", 0)
+      .where("relationalize_runs.status", "=", "committed")
+      .execute();
+    return rows.map((r) => r.file);
+  }
+
+  async mergedFilesRemoved(dataset: string, files: readonly string[]): Promise<void> {
+    for (const part of chunks(files)) {
+      await this.db
+        .updateTable("parquet_compactions")
+        .set({ removed: 1 })
+        .where("dataset", "=", dataset)
+        .where("file", "in", part)
+        .execute();
+    }
   }
 }
