@@ -340,15 +340,18 @@ describe("relationalize in bounded batches", () => {
 describe("compaction of the Parquet tables", () => {
   it("merges a partition's files once there are compactAfterFiles of them, with the same tables, rebuilds and lake as never merging", async () => {
     const folder = path.join(await tempDir(), "json");
-    const config = (compactAfterFiles: number) => ({
+    const config = (compactAfterFiles: number, compactBelowBytes = 1 << 20) => ({
       relationalize: {
         recordField: "recordid",
         partitionFields: ["assessmentid", "year", "month", "day"],
         compactAfterFiles,
+        compactBelowBytes,
       },
     });
     const merging = await makeWorkspace(config(3));
     const never = await makeWorkspace(config(0));
+    // Files of a few hundred bytes are all "large" here: none is merged.
+    const large = await makeWorkspace(config(3, 100));
     const tables = async (ws: TestWorkspace["ws"]) => [
       await rows(ws, "SELECT recordid, v, day FROM Samples ORDER BY recordid"),
       await rows(ws, "SELECT recordid, i, index FROM Samples_samples ORDER BY recordid, index"),
@@ -369,8 +372,10 @@ describe("compaction of the Parquet tables", () => {
       };
       const runBoth = async () => {
         const reports = [];
-        for (const w of [merging, never])
+        for (const w of [merging, never, large]) {
           reports.push(await new RelationalizeStage(w.ws, new LocalObjectStore(folder)).run("Samples"));
+        }
+        expect(reports[2]?.mergedFiles).toBe(0);
         return reports[0];
       };
       let merged = 0;
@@ -391,6 +396,8 @@ describe("compaction of the Parquet tables", () => {
       const [rootRows] = await tables(merging.ws);
       expect(rootRows).toHaveLength(23);
       expect(await fileCount(merging.ws, "Samples")).toBeLessThan((await fileCount(never.ws, "Samples")) / 2);
+      expect(await fileCount(large.ws, "Samples")).toBe(await fileCount(never.ws, "Samples"));
+      expect(await tables(large.ws)).toEqual(await tables(never.ws));
       // Files of different column types were kept apart, so each record reads back as it was sent.
       for (const record of ["r0", "r5", "r11", "s0", "s7"]) {
         const rebuilt = [];
@@ -431,7 +438,7 @@ describe("compaction of the Parquet tables", () => {
       expect(await tables(merging.ws)).toEqual(await tables(never.ws));
       expect(await state.mergedFiles("Samples")).toEqual([]);
     } finally {
-      for (const w of [merging, never]) await w.cleanup();
+      for (const w of [merging, never, large]) await w.cleanup();
     }
   });
 });

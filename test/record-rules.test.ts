@@ -93,6 +93,7 @@ describe("record rules (pure)", () => {
       groupBytes: 1024,
       filesPerRun: 100,
       compactAfterFiles: 32,
+      compactBelowBytes: 1024,
       typed: true,
       datasets: {
         a: { key: ["GlobalKey"], newestBy: ["x"], deletedBy: "a_Deleted" },

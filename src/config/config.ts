@@ -260,6 +260,15 @@ export const Config = z.object({
        */
       compactAfterFiles: z.number().int().min(0).default(32),
       /**
+       * Only files smaller than this are merged: in a partition that keeps growing, merging its large file
+       * with each new handful of small ones would rewrite it whole every time.
+       */
+      compactBelowBytes: z
+        .number()
+        .int()
+        .positive()
+        .default(64 * 1024 * 1024),
+      /**
        * Let DuckDB read and relationalize the documents whose structure says everything about them (most
        * documents; see src/parquet/typed-batch.ts); the rest, or everything when false, is parsed in JavaScript.
        * Both give the same tables.
@@ -275,6 +284,7 @@ export const Config = z.object({
       groupBytes: 64 * 1024 * 1024,
       filesPerRun: 50_000,
       compactAfterFiles: 32,
+      compactBelowBytes: 64 * 1024 * 1024,
       typed: true,
       datasets: {},
     }),

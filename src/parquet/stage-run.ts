@@ -232,11 +232,12 @@ export class StageRun {
 
   /**
    * Merges, in each partition this run writes to, the files earlier runs left there once a table has
-   * `relationalize.compactAfterFiles` of them: every run adds a file per partition it touches, and a reader
-   * opens them all. Files are merged only with files of the same columns and types (a later run may have
-   * widened a type; merging would change how such a file's values read back). The merged file is staged as
-   * this run's; the files it replaces are deleted once the run commits (`removeMergedFiles`), and a record
-   * written by a merged file's run is looked for in this run's files too (`mergedInto`).
+   * `relationalize.compactAfterFiles` of them smaller than `relationalize.compactBelowBytes`: every run adds
+   * a file per partition it touches, and a reader opens them all. Files are merged only with files of the
+   * same columns and types (a later run may have widened a type; merging would change how such a file's
+   * values read back). The merged file is staged as this run's; the files it replaces are deleted once the
+   * run commits (`removeMergedFiles`), and a record written by a merged file's run is looked for in this
+   * run's files too (`mergedInto`).
    */
   async compact(): Promise<void> {
     const after = this.settings.compactAfterFiles;
@@ -246,7 +247,12 @@ export class StageRun {
     for (const at of partitions) {
       const [table, partition] = [at.slice(0, at.indexOf("/")), at.slice(at.indexOf("/") + 1)];
       const dir = path.join(parquetRoot, table, partition);
-      const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith(".parquet")).sort();
+      const names: string[] = [];
+      for (const name of (await readdir(dir).catch(() => [] as string[])).sort()) {
+        const small =
+          name.endsWith(".parquet") && (await stat(path.join(dir, name))).size < this.settings.compactBelowBytes;
+        if (small) names.push(name);
+      }
       if (names.length < after) continue;
       const groups = new Map<string, string[]>();
       for (const name of names) {
