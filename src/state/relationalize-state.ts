@@ -310,15 +310,16 @@ export class RelationalizeState {
     return new Map(runs.map((run) => [run, closure(run)]));
   }
 
-  /** Files merged by committed runs that are still to be deleted (a process died before it deleted them). */
+  /**
+   * Files that committed runs merged and that are not yet deleted: a run's own, just after it commits, or a
+   * run's whose process died before it deleted them. (A run's merges are recorded when it commits.)
+   */
   async mergedFiles(dataset: string): Promise<string[]> {
     const rows = await this.db
       .selectFrom("parquet_compactions")
-      .innerJoin("relationalize_runs", "relationalize_runs.run_id", "parquet_compactions.run_id")
-      .select("parquet_compactions.file")
-      .where("parquet_compactions.dataset", "=", dataset)
-      .where("parquet_compactions.removed", "=", 0)
-      .where("relationalize_runs.status", "=", "committed")
+      .select("file")
+      .where("dataset", "=", dataset)
+      .where("removed", "=", 0)
       .execute();
     return rows.map((r) => r.file);
   }
