@@ -168,6 +168,32 @@ describe("relationalize to Parquet", () => {
       "abandoned",
       "committed",
     ]);
+
+    // A run killed while publishing to the lake (here: its first lake commit fails) leaves an update there
+    // being written; the next run abandons it at once, not an hour later (lake.abandonAfterSeconds), so it
+    // does not hold back the lake's compaction. Another writer's update is left alone.
+    const [json] = await t.ws.json.list("dataset=MotionRecord_v1/");
+    const later = new Date(Date.now() + 60_000);
+    await utimes(path.join(t.root, t.ws.config.paths.json, json as string), later, later);
+    const other = await t.ws.state.lake.beginUpdate("MotionRecord_v1", "delta", "operator", "elsewhere");
+    // The process "dies" at the commit: neither the commit nor the clean-up after a failure happens.
+    const lakeState = t.ws.state.lake;
+    const [commit, abandon] = [lakeState.commitUpdate, lakeState.abandonUpdate];
+    lakeState.commitUpdate = lakeState.abandonUpdate = async () => {
+      throw new Error("killed");
+    };
+    await expect(stage.run("MotionRecord_v1")).rejects.toThrow("killed");
+    [lakeState.commitUpdate, lakeState.abandonUpdate] = [commit, abandon];
+    const lake = new Lake(t.ws);
+    const operator = await lake.principal();
+    const writing = (await lake.updates("MotionRecord_v1", operator)).filter((u) => u.status === "writing");
+    expect(writing.map((u) => u.update)).toHaveLength(2);
+    await stage.run("MotionRecord_v1");
+    const statuses = new Map((await lake.updates("MotionRecord_v1", operator)).map((u) => [u.update, u.status]));
+    expect(writing.map((u) => statuses.get(u.update))).toEqual(
+      writing.map((u) => (u.update === other ? "writing" : "abandoned")),
+    );
+    expect(await lakeRows(t.ws, "SELECT count(*) FROM MotionRecord_v1")).toEqual([[4n]]);
   });
 
   it("rebuilds the original documents from Parquet, value for value", async () => {

@@ -177,7 +177,7 @@ function stateStoreSuite(
         createdAt: new Date().toISOString(),
       });
       const add = async (kind: "snapshot" | "delta", outcome: "commit" | "abandon" | "leave") => {
-        const update = await lake.beginUpdate("visits", kind, "operator");
+        const update = await lake.beginUpdate("visits", kind, "operator", `run-${outcome}`);
         if (outcome === "abandon") await lake.abandonUpdate("visits", update);
         if (outcome !== "commit") return update;
         await lake.commitUpdate({
@@ -216,6 +216,10 @@ function stateStoreSuite(
       expect(await ids({ after: u2, through: u5 })).toEqual([u3, u4, u5]);
       const { count, latest } = await lake.committed("visits");
       expect([count, latest?.update, latest?.manifest?.rows]).toEqual([4, u5, 1]);
+      // The updates a run began and left being written (its process died), by run.
+      expect(await lake.writingUpdatesOf(["run-leave", "run-commit", "run-abandon", "none"])).toEqual([
+        { dataset: "visits", update: u6 },
+      ]);
     });
 
     it("looks up a dataset's bookmarks by key, counts them, and lists them a page at a time", async () => {

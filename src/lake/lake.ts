@@ -287,7 +287,7 @@ export class Lake {
   ): Promise<UpdateManifest> {
     if (shared && spec.prepare) throw new Error("an update that prepares views needs a DuckDB of its own");
     await this.abandonStale(dataset.name);
-    const update = await this.state.beginUpdate(dataset.name, kind, actor.user);
+    const update = await this.state.beginUpdate(dataset.name, kind, actor.user, spec.run);
     const rawDir = path.join(this.root, "raw", dataset.name, update);
     const dataDir = path.join(this.root, "data", dataset.name, update);
     const writing = `${dataDir}.writing`;
@@ -392,12 +392,24 @@ export class Lake {
   private async abandonStale(name: string): Promise<void> {
     const cutoff = Date.now() - this.ws.config.lake.abandonAfterSeconds * 1000;
     for (const u of await this.state.updates(name, { status: "writing" })) {
-      if (Date.parse(u.createdAt) > cutoff) continue;
-      await this.state.abandonUpdate(name, u.update);
-      const dataDir = path.join(this.root, "data", name, u.update);
-      for (const dir of [`${dataDir}.writing`, dataDir, path.join(this.root, "raw", name, u.update)]) {
-        await rm(dir, { recursive: true, force: true });
-      }
+      if (Date.parse(u.createdAt) <= cutoff) await this.abandon(name, u.update);
+    }
+  }
+
+  /**
+   * Abandons the updates that these runs began and never committed: the caller knows the runs are dead (the
+   * relationalize stage, on finding a run of the dataset it writes that never committed), so there is no need
+   * to wait `lake.abandonAfterSeconds`, during which such an update holds back automatic compaction.
+   */
+  async abandonRuns(runs: readonly string[]): Promise<void> {
+    for (const { dataset, update } of await this.state.writingUpdatesOf(runs)) await this.abandon(dataset, update);
+  }
+
+  private async abandon(name: string, update: string): Promise<void> {
+    await this.state.abandonUpdate(name, update);
+    const dataDir = path.join(this.root, "data", name, update);
+    for (const dir of [`${dataDir}.writing`, dataDir, path.join(this.root, "raw", name, update)]) {
+      await rm(dir, { recursive: true, force: true });
     }
   }
 

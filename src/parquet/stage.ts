@@ -3,6 +3,7 @@ import { readdir, rm } from "node:fs/promises";
 import path from "node:path";
 import type { DuckDBConnection } from "@duckdb/node-api";
 import { ConfigError, datasetRules, type EffectiveDatasetRules } from "../config/config.js";
+import { Lake } from "../lake/lake.js";
 import type { TypeConflict } from "../relationalize/model.js";
 import { safeName } from "../relationalize/naming.js";
 import { compareOrder } from "../relationalize/records.js";
@@ -235,6 +236,7 @@ export class RelationalizeStage {
   private async cleanAbandoned(dataset: string, tables: readonly string[]): Promise<void> {
     const abandoned = await this.ws.state.relationalize.abandonRuns(dataset);
     if (abandoned.length === 0) return;
+    await new Lake(this.ws).abandonRuns(abandoned);
     const rootName = safeName(dataset);
     const dirs = new Set(tables);
     for (const entry of await readdir(this.parquetRoot).catch(() => [] as string[])) {

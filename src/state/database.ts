@@ -221,6 +221,8 @@ export interface LakeUpdatesTable {
   created_by: string;
   created_at: string;
   committed_at: string | null;
+  /** The run that began the update (a relationalize run, or a pipeline run's), if one did. */
+  run_id: string | null;
 }
 
 export interface LakeUsersTable {

@@ -9,6 +9,7 @@ import {
   UpdateManifest,
   UpdateStatus,
 } from "../lake/models.js";
+import { chunks } from "./chunks.js";
 import type { LakeDatasetsTable, LakeUpdatesTable, StateDatabase } from "./database.js";
 
 function toDataset(row: Selectable<LakeDatasetsTable>): Dataset {
@@ -82,7 +83,7 @@ export class LakeState {
   }
 
   /** Reserves the dataset's next update id; the update is invisible until committed. */
-  async beginUpdate(dataset: string, kind: UpdateKind, createdBy: string): Promise<string> {
+  async beginUpdate(dataset: string, kind: UpdateKind, createdBy: string, run: string | null = null): Promise<string> {
     for (let attempt = 0; ; attempt++) {
       try {
         return await this.db.transaction().execute(async (trx) => {
@@ -103,6 +104,7 @@ export class LakeState {
               created_by: createdBy,
               created_at: new Date().toISOString(),
               committed_at: null,
+              run_id: run,
             })
             .execute();
           return id;
@@ -128,6 +130,23 @@ export class LakeState {
         `update ${manifest.update} of ${manifest.dataset} was abandoned while it was written; run it again`,
       );
     }
+  }
+
+  /** The updates these runs began that are still being written. */
+  async writingUpdatesOf(runs: readonly string[]): Promise<Array<{ dataset: string; update: string }>> {
+    const rows = (
+      await Promise.all(
+        chunks(runs).map((part) =>
+          this.db
+            .selectFrom("lake_updates")
+            .select(["dataset", "update_id"])
+            .where("status", "=", "writing")
+            .where("run_id", "in", part)
+            .execute(),
+        ),
+      )
+    ).flat();
+    return rows.map((r) => ({ dataset: r.dataset, update: r.update_id }));
   }
 
   async abandonUpdate(dataset: string, update: string): Promise<void> {

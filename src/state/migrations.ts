@@ -339,4 +339,10 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0010_lake_update_runs": {
+    async up(db: Kysely<unknown>) {
+      // The pipeline run that began a lake update: when that run is found dead, so is its update.
+      await db.schema.alterTable("lake_updates").addColumn("run_id", "text").execute();
+    },
+  },
 };
