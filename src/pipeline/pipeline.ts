@@ -83,8 +83,8 @@ export const EXECUTORS: Record<RunKind, Executor> = {
 
   async relationalize(run, { ws, log }) {
     const report = await new RelationalizeStage(ws).run(run.target);
-    const { runs, records, replaced, deleted, deletedByExport, older } = report;
-    log.info({ runs, records, replaced, deleted, deletedByExport, older }, "relationalize finished");
+    const { runs, records, replaced, deleted, deletedByExport, older, mergedFiles } = report;
+    log.info({ runs, records, replaced, deleted, deletedByExport, older, mergedFiles }, "relationalize finished");
     return { summary: report, skipped: report.runId === null };
   },
 
