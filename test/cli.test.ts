@@ -7,7 +7,7 @@ import pLimit from "p-limit";
 import { beforeAll, describe, expect, it } from "vitest";
 import { CONFIG_FILE } from "../src/config/config.js";
 import { synthUpload } from "../src/synth/generate.js";
-import { FIXTURE_ARCHIVE, FIXTURE_RECORD, fixtureConfig, tempDir } from "./support/workspace.js";
+import { CLI, FIXTURE_ARCHIVE, FIXTURE_RECORD, fixtureConfig, tempDir } from "./support/workspace.js";
 
 const REPO = fileURLToPath(new URL("..", import.meta.url));
 const run = promisify(execFile);
@@ -44,14 +44,10 @@ const COMMANDS = [
 /** Runs the real CLI in a child process: real argv parsing, real exit codes, real output streams. */
 async function studylake(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(
-      process.execPath,
-      ["--import", "tsx", path.join(REPO, "src/cli/bin.ts"), ...args],
-      {
-        cwd: REPO,
-        env: { ...process.env, STUDYLAKE_WORKSPACE: "" },
-      },
-    );
+    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], {
+      cwd: REPO,
+      env: { ...process.env, STUDYLAKE_WORKSPACE: "" },
+    });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -76,12 +72,12 @@ describe("the studylake CLI", () => {
     await writeFile(path.join(uploads, `${bad.fileName}.metadata.json`), JSON.stringify(bad.metadata));
   });
 
-  // About twenty Node processes that each compile the CLI: minutes on a busy two-core machine.
+  // About thirty Node processes, each starting the CLI.
   it("prints help for the program and every command, exiting 0", async () => {
     const top = await studylake("--help");
     expect(top.code).toBe(0);
     for (const command of COMMANDS) expect(top.stdout).toContain(command);
-    // A few at a time: each is a Node process compiling the CLI, and the machine runs other test files too.
+    // A few at a time: each is a Node process, and the machine runs other test files too.
     const limit = pLimit(4);
     const helps = await Promise.all(COMMANDS.map((command) => limit(() => studylake(command, "--help"))));
     helps.forEach((help, i) => {

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Intake } from "../src/intake/intake.js";
 import type { UploadStatus } from "../src/state/models.js";
 import { planBatch, type SynthKind, type SynthMix, writeBatch } from "../src/synth/generate.js";
-import { makeWorkspace, type TestWorkspace, tempDir } from "./support/workspace.js";
+import { CLI, makeWorkspace, type TestWorkspace, tempDir } from "./support/workspace.js";
 
 const REPO = fileURLToPath(new URL("..", import.meta.url));
 
@@ -125,11 +125,10 @@ describe("a process killed mid-run", () => {
 
     const killed = await makeWorkspace();
     await killed.ws.close();
-    const child = spawn(
-      process.execPath,
-      ["--import", "tsx", path.join(REPO, "src/cli/bin.ts"), "-w", killed.root, "ingest", dir, "--json"],
-      { cwd: REPO, stdio: "ignore" },
-    );
+    const child = spawn(process.execPath, [CLI, "-w", killed.root, "ingest", dir, "--json"], {
+      cwd: REPO,
+      stdio: "ignore",
+    });
     // Kill it once it has recorded some uploads, well before it could finish.
     const db = path.join(killed.root, "state.db-wal");
     const deadline = Date.now() + 60_000;

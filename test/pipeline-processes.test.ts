@@ -9,6 +9,7 @@ import { Catalog } from "../src/parquet/catalog.js";
 import { planBatch, writeBatch } from "../src/synth/generate.js";
 import { openWorkspace, type Workspace } from "../src/workspace/workspace.js";
 import {
+  CLI,
   dropSchema,
   fixtureConfig,
   POSTGRES_URL,
@@ -19,11 +20,10 @@ import {
 
 const pgReady = await postgresAvailable();
 const REPO = fileURLToPath(new URL("..", import.meta.url));
-const BIN = path.join(REPO, "src/cli/bin.ts");
 const run = promisify(execFile);
 
 function studylake(root: string, ...args: string[]): ChildProcess {
-  return spawn(process.execPath, ["--import", "tsx", BIN, "-w", root, ...args], { cwd: REPO, stdio: "ignore" });
+  return spawn(process.execPath, [CLI, "-w", root, ...args], { cwd: REPO, stdio: "ignore" });
 }
 
 async function workspace(state: Config["state"] | undefined, incoming: string): Promise<string> {
@@ -131,7 +131,7 @@ function crashSuite(name: string, state: () => Config["state"] | undefined) {
 
     const cleanState = state();
     const clean = await workspace(cleanState, incoming);
-    await run(process.execPath, ["--import", "tsx", BIN, "-w", clean, "run", "--log-level", "silent"], { cwd: REPO });
+    await run(process.execPath, [CLI, "-w", clean, "run", "--log-level", "silent"], { cwd: REPO });
     const cleanWs = await openWorkspace(clean);
     const expected = await outputs(cleanWs);
     await cleanWs.close();
@@ -153,7 +153,7 @@ function crashSuite(name: string, state: () => Config["state"] | undefined) {
 
       // Its lease expires; the next run takes the interrupted work over.
       await new Promise((r) => setTimeout(r, 1200));
-      await run(process.execPath, ["--import", "tsx", BIN, "-w", crashed, "run", "--log-level", "silent"], {
+      await run(process.execPath, [CLI, "-w", crashed, "run", "--log-level", "silent"], {
         cwd: REPO,
       });
       expect(await outputs(ws)).toEqual(expected);

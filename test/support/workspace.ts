@@ -9,7 +9,9 @@ import { CONFIG_FILE, type ConfigInput, type StateConfig } from "../../src/confi
 import { Catalog } from "../../src/parquet/catalog.js";
 import { openWorkspace, type Workspace } from "../../src/workspace/workspace.js";
 
-const REPO = fileURLToPath(new URL("../..", import.meta.url));
+export const REPO = fileURLToPath(new URL("../..", import.meta.url));
+/** The built CLI, which tests run in child processes (test/support/build.ts builds it when it is stale). */
+export const CLI = path.join(REPO, "dist", "cli", "bin.js");
 
 /** The shared fixtures (real uploads, archive map, schemas, mappings), beside the repository. */
 export const FIXTURES = process.env.STUDYLAKE_FIXTURES ?? path.resolve(REPO, "../shared/fixtures");
