@@ -437,6 +437,25 @@ describe("compaction of the Parquet tables", () => {
       }
       expect(await merging.ws.state.relationalize.mergedFiles("Samples")).toEqual([]);
 
+      // Merging every partition on demand, in a workspace that never merged: one file per partition and type
+      // group is left, the tables are the same, and later replacements still find their records.
+      const before = await fileCount(never.ws, "Samples");
+      const neverStage = new RelationalizeStage(never.ws, new LocalObjectStore(folder));
+      const compacted = await neverStage.compact("Samples");
+      expect(compacted.mergedFiles).toBeGreaterThan(before / 2);
+      expect(await fileCount(never.ws, "Samples")).toBeLessThan(before / 2);
+      // Nothing is left to merge: what remains are files of different columns or types.
+      expect((await neverStage.compact("Samples")).mergedFiles).toBe(0);
+      expect(await tables(never.ws)).toEqual(await tables(merging.ws));
+      await put("r1", 2, "later", 3);
+      await put("s5", 1, 500, 1);
+      merged += (await runBoth())?.mergedFiles ?? 0;
+      expect(await tables(never.ws)).toEqual(await tables(merging.ws));
+      expect(await rows(never.ws, "SELECT v FROM Samples WHERE recordid IN ('r1', 's5') ORDER BY recordid")).toEqual([
+        ["later"],
+        ["500"],
+      ]);
+
       // A run that committed a merge and died before deleting the merged files: the next run deletes them.
       const table = path.join(merging.ws.root, merging.ws.config.paths.parquet, "Samples");
       const [kept] = await listParquet(table);

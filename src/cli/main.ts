@@ -196,11 +196,23 @@ export function buildProgram(): Command {
     .description("flatten JSON datasets into partitioned Parquet tables, reading only what is new since the last run")
     .option("--dataset <id...>", "only these datasets (default: every dataset in the JSON folder)")
     .option("--from <dir>", "read JSON datasets from this folder instead of the workspace's json/ (same layout)")
+    .option(
+      "--compact",
+      "read nothing new: merge the small files of every partition of the tables (a run merges only where it writes)",
+    )
     .option("--json", "machine-readable output")
-    .action(async (opts: { dataset?: string[]; from?: string; json?: boolean }) => {
+    .action(async (opts: { dataset?: string[]; from?: string; compact?: boolean; json?: boolean }) => {
       await withWorkspace(program, async (ws) => {
         const stage = new RelationalizeStage(ws, opts.from ? new LocalObjectStore(opts.from) : ws.json);
         if (opts.dataset) await checkDatasets(stage, opts.dataset);
+        if (opts.compact) {
+          const known = (await ws.state.relationalize.datasets()).map((d) => d.dataset);
+          const reports: RelationalizeReport[] = [];
+          for (const dataset of opts.dataset ?? known) reports.push(await stage.compact(dataset));
+          if (opts.json) printJson(reports);
+          else for (const r of reports) console.log(`${r.dataset}: ${r.mergedFiles} files merged into fewer`);
+          return;
+        }
         const datasets = opts.dataset ?? (await stage.datasets());
         // Files of the datasets done so far, plus the one running: its new files are known once it starts.
         const bar = progress("relationalize (files)", !opts.json);

@@ -237,13 +237,22 @@ export class StageRun {
    * same columns and types (a later run may have widened a type; merging would change how such a file's
    * values read back). The merged file is staged as this run's; the files it replaces are deleted once the
    * run commits (`removeMergedFiles`), and a record written by a merged file's run is looked for in this
-   * run's files too (`mergedInto`).
+   * run's files too (`mergedInto`). `everywhere`: in every partition of the tables, from two files up.
    */
-  async compact(): Promise<void> {
-    const after = this.settings.compactAfterFiles;
-    if (after === 0) return;
+  async compact(options: { everywhere?: boolean } = {}): Promise<void> {
     const { parquetRoot, runId, connection, report } = this.o;
-    const partitions = new Set([...this.staged.values()].map((f) => `${f.table}/${path.dirname(f.relative)}`));
+    const after = options.everywhere ? 2 : this.settings.compactAfterFiles;
+    if (after === 0) return;
+    const written = options.everywhere
+      ? (
+          await Promise.all(
+            this.finalSchema().tables.map(async (t) =>
+              (await listParquet(path.join(parquetRoot, t.name))).map((relative) => ({ table: t.name, relative })),
+            ),
+          )
+        ).flat()
+      : [...this.staged.values()];
+    const partitions = new Set(written.map((f) => `${f.table}/${path.dirname(f.relative)}`));
     for (const at of partitions) {
       const [table, partition] = [at.slice(0, at.indexOf("/")), at.slice(at.indexOf("/") + 1)];
       const dir = path.join(parquetRoot, table, partition);

@@ -162,7 +162,7 @@ export class RelationalizeStage {
   ): Promise<RelationalizeReport> {
     const state = this.ws.state.relationalize;
     const report = emptyReport(dataset);
-    const runId = `r${Date.now().toString(36)}${randomBytes(4).toString("hex")}`;
+    const runId = newRunId();
     report.runId = runId;
     // Read again for each run: the run before may have grown the schema.
     const previous = await state.schema(dataset);
@@ -193,6 +193,47 @@ export class RelationalizeStage {
     await run.compact();
     await run.publish([...files.deletions, ...files.data], files.removed, removedRecords, removedDeletionKeys);
     return report;
+  }
+
+  /**
+   * Merges the small files of every partition of a dataset's tables, in a run that reads nothing: for the
+   * partitions no run writes to any more (a run merges only where it writes, once there are
+   * `relationalize.compactAfterFiles`), and for tables written before merging existed. The same rules as a
+   * run's merge (same columns and types, under `relationalize.compactBelowBytes`), from two files up.
+   */
+  async compact(dataset: string): Promise<RelationalizeReport> {
+    const report = emptyReport(dataset);
+    const previous = await this.ws.state.relationalize.schema(dataset);
+    if (!previous) return report;
+    const duck = await openDuckDB();
+    try {
+      await this.cleanAbandoned(
+        dataset,
+        previous.tables.map((t) => t.name),
+      );
+      await removeMergedFiles(this.ws, dataset, this.parquetRoot);
+      report.runId = newRunId();
+      report.runs = 1;
+      await this.ws.state.relationalize.startRun(report.runId, dataset);
+      const run = new StageRun({
+        ws: this.ws,
+        json: this.json,
+        parquetRoot: this.parquetRoot,
+        connection: duck.connection,
+        dataset,
+        runId: report.runId,
+        report,
+        relationalizer: new Relationalizer(previous),
+        previous,
+        rules: datasetRules(this.ws.config.relationalize, dataset),
+        onFiles: undefined,
+      });
+      await run.compact({ everywhere: true });
+      await run.publish([], [], [], []);
+      return report;
+    } finally {
+      duck.close();
+    }
   }
 
   /**
@@ -252,6 +293,11 @@ export class RelationalizeStage {
     for (const run of abandoned)
       await rm(path.join(this.parquetRoot, "_staging", run), { recursive: true, force: true });
   }
+}
+
+/** A run's id: its start time first, so that ids sort by it; never a '_' (file names start with the id and one). */
+function newRunId(): string {
+  return `r${Date.now().toString(36)}${randomBytes(4).toString("hex")}`;
 }
 
 function emptyReport(dataset: string): RelationalizeReport {
