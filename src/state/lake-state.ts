@@ -9,7 +9,7 @@ import {
   UpdateManifest,
   UpdateStatus,
 } from "../lake/models.js";
-import { chunks } from "./chunks.js";
+import { lookUpInChunks } from "./chunks.js";
 import type { LakeDatasetsTable, LakeUpdatesTable, StateDatabase } from "./database.js";
 
 function toDataset(row: Selectable<LakeDatasetsTable>): Dataset {
@@ -134,18 +134,14 @@ export class LakeState {
 
   /** The updates these runs began that are still being written. */
   async writingUpdatesOf(runs: readonly string[]): Promise<Array<{ dataset: string; update: string }>> {
-    const rows = (
-      await Promise.all(
-        chunks(runs).map((part) =>
-          this.db
-            .selectFrom("lake_updates")
-            .select(["dataset", "update_id"])
-            .where("status", "=", "writing")
-            .where("run_id", "in", part)
-            .execute(),
-        ),
-      )
-    ).flat();
+    const rows = await lookUpInChunks(runs, (part) =>
+      this.db
+        .selectFrom("lake_updates")
+        .select(["dataset", "update_id"])
+        .where("status", "=", "writing")
+        .where("run_id", "in", part)
+        .execute(),
+    );
     return rows.map((r) => ({ dataset: r.dataset, update: r.update_id }));
   }
 

@@ -1,7 +1,7 @@
 import type { Kysely } from "kysely";
 import { DatasetSchema } from "../relationalize/model.js";
 import type { RecordOrder } from "../relationalize/records.js";
-import { chunks } from "./chunks.js";
+import { chunks, lookUpInChunks } from "./chunks.js";
 import type { OpenDatabase, StateDatabase } from "./database.js";
 
 export interface Bookmark {
@@ -60,18 +60,14 @@ export class RelationalizeState {
 
   /** The bookmarks of these JSON files (those that have one). */
   async bookmarks(dataset: string, keys: readonly string[]): Promise<Map<string, Bookmark>> {
-    const rows = (
-      await Promise.all(
-        chunks(keys).map((part) =>
-          this.db
-            .selectFrom("json_bookmarks")
-            .select(["key", "size_bytes", "modified_ms"])
-            .where("dataset", "=", dataset)
-            .where("key", "in", part)
-            .execute(),
-        ),
-      )
-    ).flat();
+    const rows = await lookUpInChunks(keys, (part) =>
+      this.db
+        .selectFrom("json_bookmarks")
+        .select(["key", "size_bytes", "modified_ms"])
+        .where("dataset", "=", dataset)
+        .where("key", "in", part)
+        .execute(),
+    );
     return new Map(rows.map((r) => [r.key, { sizeBytes: Number(r.size_bytes), modifiedMs: Number(r.modified_ms) }]));
   }
 
@@ -108,11 +104,9 @@ export class RelationalizeState {
     const select = () => this.db.selectFrom("parquet_records").selectAll().where("dataset", "=", dataset);
     const rows = among
       ? [
-          ...(await Promise.all(chunks(among.records).map((ids) => select().where("record_id", "in", ids).execute()))),
-          ...(await Promise.all(
-            chunks(among.jsonKeys).map((keys) => select().where("json_key", "in", keys).execute()),
-          )),
-        ].flat()
+          ...(await lookUpInChunks(among.records, (ids) => select().where("record_id", "in", ids).execute())),
+          ...(await lookUpInChunks(among.jsonKeys, (keys) => select().where("json_key", "in", keys).execute())),
+        ]
       : await select().execute();
     return new Map(
       rows.map((r) => [
@@ -283,19 +277,15 @@ export class RelationalizeState {
   async mergedInto(dataset: string, runs: readonly string[]): Promise<Map<string, string[]>> {
     const into = new Map<string, Set<string>>();
     for (let next = [...new Set(runs)]; next.length > 0; ) {
-      const rows = (
-        await Promise.all(
-          chunks(next).map((part) =>
-            this.db
-              .selectFrom("parquet_compactions")
-              .select(["absorbed_run_id", "run_id"])
-              .distinct()
-              .where("dataset", "=", dataset)
-              .where("absorbed_run_id", "in", part)
-              .execute(),
-          ),
-        )
-      ).flat();
+      const rows = await lookUpInChunks(next, (part) =>
+        this.db
+          .selectFrom("parquet_compactions")
+          .select(["absorbed_run_id", "run_id"])
+          .distinct()
+          .where("dataset", "=", dataset)
+          .where("absorbed_run_id", "in", part)
+          .execute(),
+      );
       next = [];
       for (const { absorbed_run_id: from, run_id: to } of rows) {
         if (!into.has(from)) into.set(from, new Set());
