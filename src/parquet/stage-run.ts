@@ -1,4 +1,4 @@
-import { mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { DuckDBConnection } from "@duckdb/node-api";
 import type { EffectiveDatasetRules } from "../config/config.js";
@@ -10,6 +10,7 @@ import { documentProblem, type Relationalizer } from "../relationalize/relationa
 import { fitsSchema, representative, type Structure } from "../relationalize/structure.js";
 import type { Bookmark, RecordLocation, RunCommit } from "../state/relationalize-state.js";
 import type { ObjectStore } from "../storage/object-store.js";
+import { folderEntries } from "../storage/walk.js";
 import type { Workspace } from "../workspace/workspace.js";
 import { literal } from "./duckdb.js";
 import type { CountsByValue, RelationalizeReport, TableReport } from "./stage.js";
@@ -222,9 +223,8 @@ export class StageRun {
     for (const table of stale.size > 0 ? schema.tables : []) {
       const column = this.recordColumnOf(table)?.name;
       if (!column) continue;
-      // A file's name starts with the id of the run that wrote it (run ids hold no '_').
       await removeFromFolder(connection, path.join(this.o.parquetRoot, table.name), column, (name) =>
-        idsByRun.get(name.slice(0, name.indexOf("_"))),
+        idsByRun.get(runOfFile(name)),
       );
     }
     return removedRecords;
@@ -243,7 +243,7 @@ export class StageRun {
     const { parquetRoot, runId, connection, report } = this.o;
     const after = options.everywhere ? 2 : this.settings.compactAfterFiles;
     if (after === 0) return;
-    const written = options.everywhere
+    const files = options.everywhere
       ? (
           await Promise.all(
             this.finalSchema().tables.map(async (t) =>
@@ -252,16 +252,17 @@ export class StageRun {
           )
         ).flat()
       : [...this.staged.values()];
-    const partitions = new Set(written.map((f) => `${f.table}/${path.dirname(f.relative)}`));
+    const partitions = new Set(files.map((f) => `${f.table}/${path.dirname(f.relative)}`));
     for (const at of partitions) {
       const [table, partition] = [at.slice(0, at.indexOf("/")), at.slice(at.indexOf("/") + 1)];
       const dir = path.join(parquetRoot, table, partition);
       const names: string[] = [];
-      for (const name of (await readdir(dir).catch(() => [] as string[])).sort()) {
+      for (const { name } of await folderEntries(dir)) {
         const small =
           name.endsWith(".parquet") && (await stat(path.join(dir, name))).size < this.settings.compactBelowBytes;
         if (small) names.push(name);
       }
+      names.sort();
       if (names.length < after) continue;
       const groups = new Map<string, string[]>();
       for (const name of names) {
@@ -286,7 +287,7 @@ export class StageRun {
           this.mergedInto.push({ table, relative: path.join(partition, file.relative) });
         for (const name of same) {
           this.merged.push({
-            absorbedRunId: name.slice(0, name.indexOf("_")),
+            absorbedRunId: runOfFile(name),
             file: path.join(table, partition, name),
           });
         }
@@ -330,7 +331,7 @@ export class StageRun {
       });
     }
     // Merged files go in last: until the merged-away files are deleted just after the commit, a reader of the
-    // folder sees their rows twice. A process that dies before the commit leaves them to `cleanAbandoned`.
+    // folder sees their rows twice. A process that dies before the commit leaves them to the next run's clean-up.
     await this.moveIntoPlace(this.mergedInto);
     await rm(this.staging, { recursive: true, force: true });
     await ws.state.relationalize.commitRun({
@@ -668,6 +669,12 @@ async function lineOf(store: ObjectStore, key: string, ordinal: number): Promise
     if (text.trim() !== "" && ++seen === ordinal) return line;
   }
   return line;
+}
+
+/** The run that wrote a Parquet file: its name starts with the run's id and a `_` (run ids hold none). */
+export function runOfFile(name: string): string {
+  const end = name.indexOf("_");
+  return end === -1 ? "" : name.slice(0, end);
 }
 
 /**

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { readdir, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import path from "node:path";
 import type { DuckDBConnection } from "@duckdb/node-api";
 import { ConfigError, datasetRules, type EffectiveDatasetRules } from "../config/config.js";
@@ -10,10 +10,11 @@ import { compareOrder } from "../relationalize/records.js";
 import { Relationalizer } from "../relationalize/relationalize.js";
 import type { Bookmark } from "../state/relationalize-state.js";
 import type { ObjectStore } from "../storage/object-store.js";
+import { folderEntries } from "../storage/walk.js";
 import type { Workspace } from "../workspace/workspace.js";
 import { ChangedFiles } from "./changed-files.js";
 import { openDuckDB } from "./duckdb.js";
-import { removeMergedFiles, StageRun } from "./stage-run.js";
+import { removeMergedFiles, runOfFile, StageRun } from "./stage-run.js";
 import { listParquet } from "./writer.js";
 
 export interface TableReport {
@@ -114,8 +115,7 @@ export class RelationalizeStage {
     }
     const duck = await openDuckDB();
     try {
-      await this.cleanAbandoned(dataset, previous?.tables.map((t) => t.name) ?? []);
-      await removeMergedFiles(this.ws, dataset, this.parquetRoot);
+      await this.cleanUp(dataset, previous?.tables.map((t) => t.name) ?? []);
 
       const prefix = `${DATASET_PREFIX}${dataset}/`;
       // The deletion export's files are bookmarked with the dataset's own: each run reads only what is new.
@@ -160,32 +160,8 @@ export class RelationalizeStage {
       onFiles: ((done: number) => void) | undefined;
     },
   ): Promise<RelationalizeReport> {
-    const state = this.ws.state.relationalize;
     const report = emptyReport(dataset);
-    const runId = newRunId();
-    report.runId = runId;
-    // Read again for each run: the run before may have grown the schema.
-    const previous = await state.schema(dataset);
-    await state.startRun(runId, dataset);
-    const relationalizer = previous
-      ? new Relationalizer(previous)
-      : Relationalizer.create(safeName(dataset), {
-          recordField: rules.recordField,
-          inherit: [...new Set([rules.recordField, ...rules.key, ...this.ws.config.relationalize.partitionFields])],
-        });
-    const run = new StageRun({
-      ws: this.ws,
-      json: this.json,
-      parquetRoot: this.parquetRoot,
-      connection,
-      dataset,
-      runId,
-      report,
-      relationalizer,
-      previous,
-      rules,
-      onFiles: files.onFiles,
-    });
+    const run = await this.beginRun(connection, dataset, rules, report, files.onFiles);
     const [removedDeletions, removedKeys] = split(files.removed, files.isDeletion);
     const removedDeletionKeys = await run.prepare(files.deletions, removedDeletions);
     await run.read(files.data);
@@ -207,33 +183,56 @@ export class RelationalizeStage {
     if (!previous) return report;
     const duck = await openDuckDB();
     try {
-      await this.cleanAbandoned(
+      await this.cleanUp(
         dataset,
         previous.tables.map((t) => t.name),
       );
-      await removeMergedFiles(this.ws, dataset, this.parquetRoot);
-      report.runId = newRunId();
       report.runs = 1;
-      await this.ws.state.relationalize.startRun(report.runId, dataset);
-      const run = new StageRun({
-        ws: this.ws,
-        json: this.json,
-        parquetRoot: this.parquetRoot,
-        connection: duck.connection,
-        dataset,
-        runId: report.runId,
-        report,
-        relationalizer: new Relationalizer(previous),
-        previous,
-        rules: datasetRules(this.ws.config.relationalize, dataset),
-        onFiles: undefined,
-      });
+      const rules = datasetRules(this.ws.config.relationalize, dataset);
+      const run = await this.beginRun(duck.connection, dataset, rules, report, undefined);
       await run.compact({ everywhere: true });
       await run.publish([], [], [], []);
       return report;
     } finally {
       duck.close();
     }
+  }
+
+  /**
+   * Starts a run that writes into `report`: the dataset's schema as the last committed run left it (the run
+   * before may have grown it), or a new one.
+   */
+  private async beginRun(
+    connection: DuckDBConnection,
+    dataset: string,
+    rules: EffectiveDatasetRules,
+    report: RelationalizeReport,
+    onFiles: ((done: number) => void) | undefined,
+  ): Promise<StageRun> {
+    const state = this.ws.state.relationalize;
+    const runId = newRunId();
+    report.runId = runId;
+    const previous = await state.schema(dataset);
+    await state.startRun(runId, dataset);
+    const relationalizer = previous
+      ? new Relationalizer(previous)
+      : Relationalizer.create(safeName(dataset), {
+          recordField: rules.recordField,
+          inherit: [...new Set([rules.recordField, ...rules.key, ...this.ws.config.relationalize.partitionFields])],
+        });
+    return new StageRun({
+      ws: this.ws,
+      json: this.json,
+      parquetRoot: this.parquetRoot,
+      connection,
+      dataset,
+      runId,
+      report,
+      relationalizer,
+      previous,
+      rules,
+      onFiles,
+    });
   }
 
   /**
@@ -273,19 +272,23 @@ export class RelationalizeStage {
     return removed;
   }
 
-  /** Removes the files of runs that started but never committed (their process died). */
-  private async cleanAbandoned(dataset: string, tables: readonly string[]): Promise<void> {
+  /**
+   * Removes what earlier runs' processes left when they died: the files (and lake updates) of runs that
+   * started but never committed, and the files a committed run merged but did not get to delete.
+   */
+  private async cleanUp(dataset: string, tables: readonly string[]): Promise<void> {
+    await removeMergedFiles(this.ws, dataset, this.parquetRoot);
     const abandoned = await this.ws.state.relationalize.abandonRuns(dataset);
     if (abandoned.length === 0) return;
     await new Lake(this.ws).abandonRuns(abandoned);
     const rootName = safeName(dataset);
     const dirs = new Set(tables);
-    for (const entry of await readdir(this.parquetRoot).catch(() => [] as string[])) {
-      if (entry === rootName || entry.startsWith(`${rootName}_`)) dirs.add(entry);
+    for (const { name } of await folderEntries(this.parquetRoot)) {
+      if (name === rootName || name.startsWith(`${rootName}_`)) dirs.add(name);
     }
     for (const dir of dirs) {
       for (const relative of await listParquet(path.join(this.parquetRoot, dir))) {
-        if (abandoned.some((run) => path.basename(relative).startsWith(`${run}_`))) {
+        if (abandoned.includes(runOfFile(path.basename(relative)))) {
           await rm(path.join(this.parquetRoot, dir, relative), { force: true });
         }
       }
