@@ -8,6 +8,7 @@ import { Intake } from "../src/intake/intake.js";
 import { canAccess, type Principal } from "../src/lake/access.js";
 import { AccessDeniedError, Lake, LakeError } from "../src/lake/lake.js";
 import type { Grant, Tier } from "../src/lake/models.js";
+import { UpdateLease } from "../src/lake/update-lease.js";
 import { withdrawParticipant } from "../src/lake/withdraw.js";
 import { Catalog } from "../src/parquet/catalog.js";
 import { literal, openDuckDB, QueryRefusedError } from "../src/parquet/duckdb.js";
@@ -16,6 +17,12 @@ import { Pipeline } from "../src/pipeline/pipeline.js";
 import { LocalObjectStore } from "../src/storage/object-store.js";
 import { writeBatch } from "../src/synth/generate.js";
 import { makeWorkspace, tableRows as rows, type TestWorkspace, tempDir } from "./support/workspace.js";
+
+function inAnHour(): string {
+  return new Date(Date.now() + 3_600_000).toISOString();
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function writeParquet(file: string, select: string): Promise<void> {
   const duck = await openDuckDB();
@@ -179,7 +186,7 @@ describe("lake datasets, updates and time travel", () => {
       (await lake.query(operator, "SELECT id, n FROM visits ORDER BY id")).rows.map((r) => r.map(Number));
     const before = await read();
     // Another writer's delta, begun and not yet committed: a snapshot now would hide it without holding it.
-    const other = await t.ws.state.lake.beginUpdate("visits", "delta", "operator");
+    const other = await t.ws.state.lake.beginUpdate("visits", "delta", "operator", { aliveUntil: inAnHour() });
     await expect(lake.compact("visits", operator)).rejects.toThrow(
       new RegExp(`has update ${other} \\(writing\\) from another writer that this snapshot would hide`),
     );
@@ -191,7 +198,7 @@ describe("lake datasets, updates and time travel", () => {
     expect(await read()).toEqual(before);
     await t.ws.state.lake.abandonUpdate("visits", other);
     // A slow writer's update begun before the last committed one is missed as well.
-    const slow = await t.ws.state.lake.beginUpdate("visits", "delta", "operator");
+    const slow = await t.ws.state.lake.beginUpdate("visits", "delta", "operator", { aliveUntil: inAnHour() });
     await writeFile(path.join(files, "v4.csv"), "id,n\n5,50\n");
     await lake.importFile("visits", path.join(files, "v4.csv"), operator);
     const after = await read();
@@ -620,8 +627,8 @@ describe("participant withdrawal and transformations", () => {
 });
 
 describe("an update cut off by a killed process", () => {
-  it("is marked abandoned and its folders removed once it is old enough, and never read", async () => {
-    const t = await makeWorkspace({ lake: { abandonAfterSeconds: 1 } });
+  it("is abandoned, its folders removed, once its writer stops renewing it, and never read; a slow writer's is kept", async () => {
+    const t = await makeWorkspace({ lake: { abandonAfterSeconds: 0.6 } });
     try {
       const lake = new Lake(t.ws);
       const operator = await lake.principal();
@@ -631,20 +638,41 @@ describe("an update cut off by a killed process", () => {
         { name: "d", description: "", owner: "operator", tier: "internal", updateKind: "snapshot", keyColumns: [] },
         operator,
       );
-      // What a kill leaves: an update begun, a half-written folder.
-      const dead = await t.ws.state.lake.beginUpdate("d", "snapshot", "operator");
+      // What a kill leaves: an update begun and never renewed, a half-written folder.
+      const dead = await t.ws.state.lake.beginUpdate("d", "snapshot", "operator", {
+        aliveUntil: new Date(Date.now() + 600).toISOString(),
+      });
       const writing = path.join(lake.root, "data", "d", `${dead}.writing`);
       await mkdir(writing, { recursive: true });
       await writeFile(path.join(writing, "part-0.parquet"), "half");
-      expect(await lake.query(operator, "SELECT * FROM d")).toMatchObject({ rows: [] });
-      await new Promise((r) => setTimeout(r, 1100));
-      const manifest = await lake.importFile("d", path.join(dir, "a.csv"), operator);
-      expect(manifest.update).toBe("u000002");
-      expect((await lake.updates("d", operator)).map((u) => [u.update, u.status])).toEqual([
-        ["u000001", "abandoned"],
-        ["u000002", "committed"],
+      // A slow writer, alive: it renews its update every third of the lease, however long it writes.
+      const slow = await UpdateLease.begin(t.ws.state.lake, "d", "delta", "operator", null, 600);
+      try {
+        expect(await lake.query(operator, "SELECT * FROM d")).toMatchObject({ rows: [] });
+        await sleep(1500);
+        const manifest = await lake.importFile("d", path.join(dir, "a.csv"), operator);
+        expect(manifest.update).toBe("u000003");
+        const updates = await lake.updates("d", operator);
+        expect(updates.map((u) => [u.update, u.status])).toEqual([
+          ["u000001", "abandoned"],
+          [slow.update, "writing"],
+          ["u000003", "committed"],
+        ]);
+        const renewed = Date.parse(updates[1]?.aliveUntil ?? "") - Date.parse(updates[1]?.createdAt ?? "");
+        expect(renewed).toBeGreaterThan(1000);
+        await expect(stat(writing)).rejects.toThrow(/ENOENT/);
+      } finally {
+        slow.end();
+      }
+      // Its writer gone, the slow one's update goes the same way one lease later.
+      await sleep(700);
+      await lake.importFile("d", path.join(dir, "a.csv"), operator);
+      expect((await lake.updates("d", operator)).map((u) => u.status)).toEqual([
+        "abandoned",
+        "abandoned",
+        "committed",
+        "committed",
       ]);
-      await expect(stat(writing)).rejects.toThrow(/ENOENT/);
     } finally {
       await t.cleanup();
     }

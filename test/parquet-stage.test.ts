@@ -170,12 +170,15 @@ describe("relationalize to Parquet", () => {
     ]);
 
     // A run killed while publishing to the lake (here: its first lake commit fails) leaves an update there
-    // being written; the next run abandons it at once, not an hour later (lake.abandonAfterSeconds), so it
+    // being written; the next run abandons it at once, not once its lease runs out (lake.abandonAfterSeconds), so it
     // does not hold back the lake's compaction. Another writer's update is left alone.
     const [json] = await t.ws.json.list("dataset=MotionRecord_v1/");
     const later = new Date(Date.now() + 60_000);
     await utimes(path.join(t.root, t.ws.config.paths.json, json as string), later, later);
-    const other = await t.ws.state.lake.beginUpdate("MotionRecord_v1", "delta", "operator", "elsewhere");
+    const other = await t.ws.state.lake.beginUpdate("MotionRecord_v1", "delta", "operator", {
+      aliveUntil: new Date(Date.now() + 3_600_000).toISOString(),
+      run: "elsewhere",
+    });
     // The process "dies" at the commit: neither the commit nor the clean-up after a failure happens.
     const lakeState = t.ws.state.lake;
     const [commit, abandon] = [lakeState.commitUpdate, lakeState.abandonUpdate];

@@ -177,7 +177,10 @@ function stateStoreSuite(
         createdAt: new Date().toISOString(),
       });
       const add = async (kind: "snapshot" | "delta", outcome: "commit" | "abandon" | "leave") => {
-        const update = await lake.beginUpdate("visits", kind, "operator", `run-${outcome}`);
+        const update = await lake.beginUpdate("visits", kind, "operator", {
+          aliveUntil: new Date(Date.now() + 60_000).toISOString(),
+          run: `run-${outcome}`,
+        });
         if (outcome === "abandon") await lake.abandonUpdate("visits", update);
         if (outcome !== "commit") return update;
         await lake.commitUpdate({
@@ -220,6 +223,14 @@ function stateStoreSuite(
       expect(await lake.writingUpdatesOf(["run-leave", "run-commit", "run-abandon", "none"])).toEqual([
         { dataset: "visits", update: u6 },
       ]);
+      // Its writer renews an update while it is written; once abandoned or committed, a renewal is refused.
+      const renewed = new Date(Date.now() + 120_000).toISOString();
+      expect(await lake.renewUpdate("visits", u6, renewed)).toBe(true);
+      expect((await lake.updates("visits", { status: "writing" })).map((u) => u.aliveUntil)).toEqual([renewed]);
+      expect(await lake.renewUpdate("visits", u5, renewed)).toBe(false);
+      await lake.abandonUpdate("visits", u6);
+      expect(await lake.renewUpdate("visits", u6, renewed)).toBe(false);
+      expect((await lake.updates("visits", { after: u4 })).map((u) => u.aliveUntil === renewed)).toEqual([false, true]);
     });
 
     it("looks up a dataset's bookmarks by key, counts them, and lists them a page at a time", async () => {

@@ -303,8 +303,11 @@ export const Config = z.object({
        * (reads go through every delta's files); 0 leaves it to `studylake compact`.
        */
       compactAfterDeltas: z.number().int().min(0).default(50),
-      /** An update still being written after this long was cut off (its process died): it is abandoned. */
-      abandonAfterSeconds: z.number().positive().default(3600),
+      /**
+       * An update's writer renews it every third of this while it writes; one not renewed for this long was cut
+       * off (its process died) and is abandoned by the next write to its dataset.
+       */
+      abandonAfterSeconds: z.number().positive().default(120),
     })
     .default({
       participantColumns: ["healthCode", "healthcode", "participant_id"],
@@ -312,7 +315,7 @@ export const Config = z.object({
       relationalizedTier: "restricted",
       transforms: [],
       compactAfterDeltas: 50,
-      abandonAfterSeconds: 3600,
+      abandonAfterSeconds: 120,
     }),
   /** Archives processed at once by one process: overlapping their file I/O matters far more than CPU. */
   concurrency: z.number().int().min(1).max(256).default(8),

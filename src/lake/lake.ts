@@ -18,6 +18,7 @@ import {
   type UpdateManifest,
 } from "./models.js";
 import { checkParsedQuery, missingTable } from "./sql-guard.js";
+import { UpdateLease } from "./update-lease.js";
 
 export class LakeError extends Error {
   override name = "LakeError";
@@ -287,12 +288,23 @@ export class Lake {
   ): Promise<UpdateManifest> {
     if (shared && spec.prepare) throw new Error("an update that prepares views needs a DuckDB of its own");
     await this.abandonStale(dataset.name);
-    const update = await this.state.beginUpdate(dataset.name, kind, actor.user, spec.run);
+    const lease = await UpdateLease.begin(
+      this.state,
+      dataset.name,
+      kind,
+      actor.user,
+      spec.run,
+      this.ws.config.lake.abandonAfterSeconds * 1000,
+    );
+    const { update } = lease;
     const rawDir = path.join(this.root, "raw", dataset.name, update);
     const dataDir = path.join(this.root, "data", dataset.name, update);
     const writing = `${dataDir}.writing`;
-    const { connection, close } = shared ? { connection: shared, close: () => {} } : await openDuckDB();
+    let close = () => {};
     try {
+      const duck = shared ? { connection: shared, close } : await openDuckDB();
+      close = duck.close;
+      const { connection } = duck;
       if (spec.from) await this.refuseMissed(dataset.name, spec.from, update);
       await mkdir(rawDir, { recursive: true });
       await mkdir(writing, { recursive: true });
@@ -381,18 +393,22 @@ export class Lake {
       });
       throw err;
     } finally {
+      lease.end();
       close();
     }
   }
 
   /**
-   * Updates left `writing` by a process that died (begun over `lake.abandonAfterSeconds` ago) are marked
+   * Updates left `writing` by a process that died (not renewed for `lake.abandonAfterSeconds`) are marked
    * abandoned and their folders removed; they were never visible.
    */
   private async abandonStale(name: string): Promise<void> {
-    const cutoff = Date.now() - this.ws.config.lake.abandonAfterSeconds * 1000;
+    const now = Date.now();
+    const leaseMs = this.ws.config.lake.abandonAfterSeconds * 1000;
     for (const u of await this.state.updates(name, { status: "writing" })) {
-      if (Date.parse(u.createdAt) <= cutoff) await this.abandon(name, u.update);
+      // Updates begun before leases existed have no deadline: their begin time plus one lease stands in.
+      const deadline = u.aliveUntil === null ? Date.parse(u.createdAt) + leaseMs : Date.parse(u.aliveUntil);
+      if (deadline <= now) await this.abandon(name, u.update);
     }
   }
 

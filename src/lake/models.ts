@@ -69,6 +69,8 @@ export const Update = z.object({
   createdBy: z.string(),
   createdAt: z.string(),
   committedAt: z.string().nullable(),
+  /** While it is written: the time by which its writer must renew it, or it is taken for dead. */
+  aliveUntil: z.string().nullable(),
   manifest: UpdateManifest.nullable(),
 });
 export type Update = z.infer<typeof Update>;

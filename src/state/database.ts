@@ -223,6 +223,8 @@ export interface LakeUpdatesTable {
   committed_at: string | null;
   /** The run that began the update (a relationalize run, or a pipeline run's), if one did. */
   run_id: string | null;
+  /** While it is written: the time by which its writer must renew it, or it is taken for dead. */
+  alive_until: string | null;
 }
 
 export interface LakeUsersTable {

@@ -33,6 +33,7 @@ function toUpdate(row: Selectable<LakeUpdatesTable>): Update {
     createdBy: row.created_by,
     createdAt: row.created_at,
     committedAt: row.committed_at,
+    aliveUntil: row.alive_until,
     manifest: row.manifest === null ? null : UpdateManifest.parse(JSON.parse(row.manifest)),
   };
 }
@@ -82,8 +83,16 @@ export class LakeState {
     return (await this.db.selectFrom("lake_datasets").selectAll().orderBy("name").execute()).map(toDataset);
   }
 
-  /** Reserves the dataset's next update id; the update is invisible until committed. */
-  async beginUpdate(dataset: string, kind: UpdateKind, createdBy: string, run: string | null = null): Promise<string> {
+  /**
+   * Reserves the dataset's next update id; the update is invisible until committed. Its writer renews it
+   * (renewUpdate) before `aliveUntil` passes; `run` is the pipeline run that began it, if one did.
+   */
+  async beginUpdate(
+    dataset: string,
+    kind: UpdateKind,
+    createdBy: string,
+    options: { aliveUntil: string; run?: string | null },
+  ): Promise<string> {
     for (let attempt = 0; ; attempt++) {
       try {
         return await this.db.transaction().execute(async (trx) => {
@@ -104,7 +113,8 @@ export class LakeState {
               created_by: createdBy,
               created_at: new Date().toISOString(),
               committed_at: null,
-              run_id: run,
+              run_id: options.run ?? null,
+              alive_until: options.aliveUntil,
             })
             .execute();
           return id;
@@ -143,6 +153,18 @@ export class LakeState {
         .execute(),
     );
     return rows.map((r) => ({ dataset: r.dataset, update: r.update_id }));
+  }
+
+  /** Pushes a writing update's deadline forward; false when it is no longer being written (taken for dead). */
+  async renewUpdate(dataset: string, update: string, aliveUntil: string): Promise<boolean> {
+    const result = await this.db
+      .updateTable("lake_updates")
+      .set({ alive_until: aliveUntil })
+      .where("dataset", "=", dataset)
+      .where("update_id", "=", update)
+      .where("status", "=", "writing")
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) === 1;
   }
 
   async abandonUpdate(dataset: string, update: string): Promise<void> {

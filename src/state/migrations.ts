@@ -345,4 +345,10 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable("lake_updates").addColumn("run_id", "text").execute();
     },
   },
+  "0011_lake_update_leases": {
+    async up(db: Kysely<unknown>) {
+      // While an update is written, its writer keeps pushing this time forward; once it passes, the writer is dead.
+      await db.schema.alterTable("lake_updates").addColumn("alive_until", "text").execute();
+    },
+  },
 };
