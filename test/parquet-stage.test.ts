@@ -199,6 +199,83 @@ describe("relationalize to Parquet", () => {
     expect(await lakeRows(t.ws, "SELECT count(*) FROM MotionRecord_v1")).toEqual([[4n]]);
   });
 
+  it("shows a reader each run whole or not at all: not before it commits, and without the files it replaced after", async () => {
+    t = await makeWorkspace();
+    const folder = path.join(await tempDir(), "json");
+    const day = path.join(folder, "dataset=Visits", "assessmentid=a", "year=2022", "month=2", "day=1");
+    await mkdir(day, { recursive: true });
+    const write = (id: string, v: number) =>
+      writeFile(
+        path.join(day, `${id}.ndjson`),
+        `${JSON.stringify({ recordid: id, assessmentid: "a", year: 2022, month: 2, day: 1, v, items: [{ k: v }, { k: v + 1 }] })}\n`,
+      );
+    for (const id of ["r1", "r2", "r3", "r4"]) await write(id, 1);
+    const stage = new RelationalizeStage(t.ws, new LocalObjectStore(folder));
+    await stage.run("Visits");
+    const tables = async (read: typeof rows) => [
+      await read(t!.ws, "SELECT recordid, v FROM Visits ORDER BY recordid"),
+      await read(t!.ws, "SELECT recordid, k FROM Visits_items ORDER BY recordid, k"),
+    ];
+    const before = await tables(rows);
+    const files = async () => listParquet(path.join(stage.parquetRoot, "Visits"));
+    const firstFiles = await files();
+
+    // Newer uploads of two records and a new one; the run dies at its commit, its files already in place.
+    for (const id of ["r1", "r2"]) await write(id, 2);
+    await write("r5", 2);
+    const later = new Date(Date.now() + 60_000);
+    for (const id of ["r1", "r2", "r5"]) await utimes(path.join(day, `${id}.ndjson`), later, later);
+    const state = t.ws.state.relationalize;
+    const commitRun = state.commitRun;
+    state.commitRun = async () => {
+      throw new Error("killed");
+    };
+    await expect(stage.run("Visits")).rejects.toThrow("killed");
+    expect((await files()).length).toBeGreaterThan(firstFiles.length);
+    expect(await files()).toEqual(expect.arrayContaining(firstFiles));
+    expect(await tables(rows)).toEqual(before);
+
+    // The next run commits, then dies before deleting the files whose rows it took over.
+    const mergedFiles = state.mergedFiles;
+    state.commitRun = async (commit) => {
+      await commitRun.call(state, commit);
+      state.mergedFiles = async () => {
+        throw new Error("killed after the commit");
+      };
+    };
+    await expect(stage.run("Visits")).rejects.toThrow("killed after the commit");
+    [state.commitRun, state.mergedFiles] = [commitRun, mergedFiles];
+    expect(await files()).toEqual(expect.arrayContaining(firstFiles));
+    const after = [
+      [
+        ["r1", 2n],
+        ["r2", 2n],
+        ["r3", 1n],
+        ["r4", 1n],
+        ["r5", 2n],
+      ],
+      [
+        ["r1", 2n],
+        ["r1", 3n],
+        ["r2", 2n],
+        ["r2", 3n],
+        ["r3", 1n],
+        ["r3", 2n],
+        ["r4", 1n],
+        ["r4", 2n],
+        ["r5", 2n],
+        ["r5", 3n],
+      ],
+    ];
+    expect(await tables(rows)).toEqual(after);
+    expect(await tables(lakeRows)).toEqual(after);
+
+    // The run after deletes them; nothing changes for a reader.
+    await stage.run("Visits");
+    expect((await files()).some((f) => firstFiles.includes(f))).toBe(false);
+    expect(await tables(rows)).toEqual(after);
+  });
+
   it("rebuilds the original documents from Parquet, value for value", async () => {
     t = await makeWorkspace();
     await new Intake(t.ws).ingest([FIXTURE_ARCHIVE]);
@@ -462,6 +539,7 @@ describe("compaction of the Parquet tables", () => {
       // A run that committed a merge and died before deleting the merged files: the next run deletes them.
       const table = path.join(merging.ws.root, merging.ws.config.paths.parquet, "Samples");
       const [kept] = await listParquet(table);
+      const files = await fileCount(merging.ws, "Samples");
       const leftover = path.join(path.dirname(kept as string), "rdied_b0_0.parquet");
       await copyFile(path.join(table, kept as string), path.join(table, leftover));
       const state = merging.ws.state.relationalize;
@@ -479,10 +557,13 @@ describe("compaction of the Parquet tables", () => {
         compacted: [{ absorbedRunId: "rdied", file: path.join("Samples", leftover) }],
         summary: {},
       });
-      expect(await tables(merging.ws)).not.toEqual(await tables(never.ws));
+      // A reader does not see its rows twice meanwhile: the state says the file is merged away.
+      expect(await tables(merging.ws)).toEqual(await tables(never.ws));
+      expect(await fileCount(merging.ws, "Samples")).toBe(files + 1);
       expect(await new RelationalizeStage(merging.ws, new LocalObjectStore(folder)).run("Samples")).toMatchObject({
         runId: null,
       });
+      expect(await fileCount(merging.ws, "Samples")).toBe(files);
       expect(await tables(merging.ws)).toEqual(await tables(never.ws));
       expect(await state.mergedFiles("Samples")).toEqual([]);
     } finally {

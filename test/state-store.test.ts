@@ -285,6 +285,14 @@ function stateStoreSuite(
       await state.mergedFilesRemoved("m", ["t/A_b0_0.parquet", "t/X_b0_0.parquet"]);
       expect(await state.mergedFiles("m")).toEqual(["t/B_c0_0.parquet"]);
       expect(await state.mergedFiles("other-m")).toEqual(["u/A_b0_0.parquet"]);
+      // What a reader leaves out: files still to delete, of any dataset, and runs not committed.
+      await state.startRun("E", "m");
+      await state.startRun("F", "m");
+      expect(await state.abandonRuns("m")).toEqual(expect.arrayContaining(["E", "F"]));
+      await state.startRun("G", "m");
+      const unpublished = await state.unpublished();
+      expect([...unpublished.files].sort()).toEqual(["t/B_c0_0.parquet", "u/A_b0_0.parquet"]);
+      expect([...unpublished.runs].sort()).toEqual(["E", "F", "G"]);
     });
 
     it("keeps its tables across reopening (migrations run once)", async () => {

@@ -11,7 +11,7 @@ import {
 import { rebuildDocuments } from "../relationalize/rebuild.js";
 import type { Workspace } from "../workspace/workspace.js";
 import { ident, literal, openDuckDB, type QueryRows, runSelect } from "./duckdb.js";
-import { listParquet } from "./writer.js";
+import { listParquet, runOfFile } from "./writer.js";
 
 export interface TableInfo {
   dataset: string;
@@ -25,8 +25,9 @@ export interface TableInfo {
 export type QueryResult = QueryRows;
 
 /**
- * Read access to the Parquet tables: each table is a view over its files, whatever batch wrote them. Only the
- * Parquet folder is readable; other files, and changing that setting, are refused by DuckDB itself.
+ * Read access to the Parquet tables: each table is a view over the files of the runs committed when it was
+ * opened, whatever batch wrote them. Only the Parquet folder is readable; other files, and changing that
+ * setting, are refused by DuckDB itself.
  */
 export class Catalog {
   private constructor(
@@ -34,20 +35,28 @@ export class Catalog {
     private readonly closeDb: () => void,
     private readonly datasets: Array<{ dataset: string; schema: DatasetSchema }>,
     readonly root: string,
+    /** Each table's files (relative to its folder) that the views read. */
+    private readonly files: ReadonlyMap<string, readonly string[]>,
   ) {}
 
   static async open(ws: Workspace): Promise<Catalog> {
-    const duck = await openDuckDB();
     const datasets = await ws.state.relationalize.datasets();
     const root = path.resolve(ws.root, ws.config.paths.parquet);
-    const catalog = new Catalog(duck.connection, duck.close, datasets, root);
+    const files = await committedFiles(
+      ws,
+      root,
+      datasets.flatMap((d) => d.schema.tables.map((t) => t.name)),
+    );
+    const duck = await openDuckDB();
+    const catalog = new Catalog(duck.connection, duck.close, datasets, root, files);
     for (const { schema } of datasets) {
       for (const table of schema.tables) {
+        const paths = (files.get(table.name) ?? []).map((relative) => literal(path.join(root, table.name, relative)));
         // A table whose rows were all replaced away or deleted is still there, empty, with its columns.
         const source =
-          (await listParquet(path.join(root, table.name))).length === 0
+          paths.length === 0
             ? `(SELECT ${table.columns.map((c) => `CAST(NULL AS ${c.type}) AS ${ident(c.name)}`).join(", ")} WHERE false)`
-            : catalog.source(table.name);
+            : `read_parquet([${paths.join(", ")}], union_by_name = true, hive_partitioning = false)`;
         await duck.connection.run(`CREATE VIEW ${ident(table.name)} AS SELECT * FROM ${source}`);
       }
     }
@@ -62,16 +71,10 @@ export class Catalog {
     this.closeDb();
   }
 
-  private source(table: string): string {
-    const glob = path.join(this.root, table, "**", "*.parquet");
-    return `read_parquet(${literal(glob)}, union_by_name = true, hive_partitioning = false)`;
-  }
-
   async tables(): Promise<TableInfo[]> {
     const out: TableInfo[] = [];
     for (const { dataset, schema } of this.datasets) {
       for (const table of schema.tables) {
-        const files = await listParquet(path.join(this.root, table.name));
         const result = await this.connection.runAndReadAll(`SELECT count(*) FROM ${ident(table.name)}`);
         const rows = Number(result.getRows()[0]?.[0] ?? 0);
         out.push({
@@ -79,7 +82,7 @@ export class Catalog {
           table: table.name,
           parent: table.parent,
           rows,
-          files: files.length,
+          files: this.files.get(table.name)?.length ?? 0,
           columns: table.columns.map((c) => ({ name: c.name, type: c.type, role: c.role })),
         });
       }
@@ -102,7 +105,7 @@ export class Catalog {
       const recordColumn = table.columns.find((c) => rootFieldOf(c) === schema.recordField);
       if (!recordColumn) continue;
       // Each file is read on its own, with its own column types (a later batch may have widened a type).
-      for (const relative of await listParquet(path.join(this.root, table.name))) {
+      for (const relative of this.files.get(table.name) ?? []) {
         const file = path.join(this.root, table.name, relative);
         const reader = await this.connection.runAndReadAll(
           `SELECT * FROM read_parquet(${literal(file)}) WHERE CAST(${ident(recordColumn.name)} AS VARCHAR) = $record`,
@@ -144,4 +147,34 @@ function reorder(row: readonly unknown[], table: TableSchema, names: string[]): 
 /** A rebuilt document as JSON text, numbers exactly as stored. */
 export function documentText(document: unknown): string {
   return stringify(document, undefined, 2) as string;
+}
+
+/**
+ * The tables' files as the state store says they are: those of committed runs, less those committed runs
+ * merged or superseded (deleted just after). A run that commits, starts or cleans up while the folders are
+ * listed changes what the state says, so the listing is taken again; a run moving its files in meanwhile
+ * changes nothing, as its files do not count until it commits.
+ */
+async function committedFiles(ws: Workspace, root: string, tables: readonly string[]): Promise<Map<string, string[]>> {
+  const state = ws.state.relationalize;
+  let before = await state.unpublished();
+  for (let attempt = 1; ; attempt++) {
+    const listed = new Map<string, string[]>();
+    for (const table of tables) listed.set(table, await listParquet(path.join(root, table)));
+    const after = await state.unpublished();
+    if (attempt === 5 || (sameSets(before.runs, after.runs) && sameSets(before.files, after.files))) {
+      for (const [table, files] of listed) {
+        listed.set(
+          table,
+          files.filter((f) => !after.runs.has(runOfFile(path.basename(f))) && !after.files.has(path.join(table, f))),
+        );
+      }
+      return listed;
+    }
+    before = after;
+  }
+}
+
+function sameSets(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
+  return a.size === b.size && [...a].every((x) => b.has(x));
 }

@@ -15,7 +15,7 @@ import type { Workspace } from "../workspace/workspace.js";
 import { literal } from "./duckdb.js";
 import type { CountsByValue, RelationalizeReport, TableReport } from "./stage.js";
 import { type BatchFile, DUCKDB_READS_FROM, type LeftDocument, TypedBatch } from "./typed-batch.js";
-import { copyToParquet, listParquet, removeRecords, type WrittenFile, writeParquet } from "./writer.js";
+import { copyToParquet, listParquet, removeRecords, runOfFile, type WrittenFile, writeParquet } from "./writer.js";
 
 /** Files at least this large are read line by line (the JavaScript way) or by DuckDB, not whole by Node. */
 const STREAM_FROM_BYTES = 4 * 1024 * 1024;
@@ -58,9 +58,13 @@ export class StageRun {
   private readonly records = new Map<string, RecordLocation>();
   private readonly batchOf = new Map<string, number>();
   private readonly rewrittenInRun = new Map<number, string[]>();
-  /** Files of earlier runs merged by this run (deleted once it commits), and the files they were merged into. */
+  /**
+   * Files of earlier runs merged by this run, or left without some of their records (deleted once it
+   * commits), and the files their rows went into.
+   */
   private readonly merged: RunCommit["compacted"] = [];
   private readonly mergedInto: Array<{ table: string; relative: string }> = [];
+  private superseded = 0;
   /** The typed way's read plan, carried from one group to the next. */
   private plan: Structure | null = null;
   private groups = 0;
@@ -222,12 +226,39 @@ export class StageRun {
     }
     for (const table of stale.size > 0 ? schema.tables : []) {
       const column = this.recordColumnOf(table)?.name;
-      if (!column) continue;
-      await removeFromFolder(connection, path.join(this.o.parquetRoot, table.name), column, (name) =>
-        idsByRun.get(runOfFile(name)),
-      );
+      if (column) await this.supersede(table.name, column, (name) => idsByRun.get(runOfFile(name)));
     }
     return removedRecords;
+  }
+
+  /**
+   * Takes records out of earlier runs' files without changing them: the rest of such a file is staged as
+   * this run's (`<run>_r<n>`), and the file goes once the run commits, as a merged one does. Until then the
+   * tables read as before the run; a run that dies leaves them as they were.
+   */
+  private async supersede(
+    table: string,
+    column: string,
+    idsOf: (name: string) => readonly string[] | undefined,
+  ): Promise<void> {
+    const { parquetRoot, runId, connection } = this.o;
+    for (const relative of await listParquet(path.join(parquetRoot, table))) {
+      const name = path.basename(relative);
+      const ids = idsOf(name);
+      if (!ids) continue;
+      const rest = path.join(path.dirname(relative), `${runId}_r${this.superseded++}_0.parquet`);
+      const file = path.join(parquetRoot, table, relative);
+      const { removed, written } = await removeRecords(
+        connection,
+        file,
+        column,
+        ids,
+        path.join(this.staging, table, rest),
+      );
+      if (removed === 0) continue;
+      this.merged.push({ absorbedRunId: runOfFile(name), file: path.join(table, relative) });
+      if (written) this.mergedInto.push({ table, relative: rest });
+    }
   }
 
   /**
@@ -256,26 +287,37 @@ export class StageRun {
     for (const at of partitions) {
       const [table, partition] = [at.slice(0, at.indexOf("/")), at.slice(at.indexOf("/") + 1)];
       const dir = path.join(parquetRoot, table, partition);
-      const names: string[] = [];
+      // A file this run left without some records goes once it commits; the rest it staged may merge instead.
+      const gone = new Set(this.merged.map((m) => m.file));
+      const candidates: Array<{ name: string; file: string; rest: boolean }> = [];
       for (const { name } of await folderEntries(dir)) {
-        const small =
-          name.endsWith(".parquet") && (await stat(path.join(dir, name))).size < this.settings.compactBelowBytes;
-        if (small) names.push(name);
+        if (name.endsWith(".parquet") && !gone.has(path.join(table, partition, name)))
+          candidates.push({ name, file: path.join(dir, name), rest: false });
       }
-      names.sort();
-      if (names.length < after) continue;
-      const groups = new Map<string, string[]>();
-      for (const name of names) {
+      for (const { table: t, relative } of this.mergedInto) {
+        if (t === table && path.dirname(relative) === partition)
+          candidates.push({
+            name: path.basename(relative),
+            file: path.join(this.staging, table, relative),
+            rest: true,
+          });
+      }
+      const small: typeof candidates = [];
+      for (const c of candidates) if ((await stat(c.file)).size < this.settings.compactBelowBytes) small.push(c);
+      small.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      if (small.length < after) continue;
+      const groups = new Map<string, typeof small>();
+      for (const c of small) {
         const columns = await connection.runAndReadAll(
-          `DESCRIBE SELECT * FROM read_parquet(${literal(path.join(dir, name))}, hive_partitioning = false)`,
+          `DESCRIBE SELECT * FROM read_parquet(${literal(c.file)}, hive_partitioning = false)`,
         );
         const signature = JSON.stringify(columns.getRowsJS().map(([column, type]) => [column, type]));
-        groups.set(signature, [...(groups.get(signature) ?? []), name]);
+        groups.set(signature, [...(groups.get(signature) ?? []), c]);
       }
       let group = 0;
       for (const same of groups.values()) {
         if (same.length < 2) continue;
-        const sources = same.map((name) => literal(path.join(dir, name))).join(", ");
+        const sources = same.map((c) => literal(c.file)).join(", ");
         const written = await copyToParquet(
           connection,
           `(SELECT * FROM read_parquet([${sources}], hive_partitioning = false))`,
@@ -283,14 +325,18 @@ export class StageRun {
           `${runId}_c${group++}`,
           [],
         );
+        for (const c of same) {
+          if (!c.rest) {
+            this.merged.push({ absorbedRunId: runOfFile(c.name), file: path.join(table, partition, c.name) });
+            continue;
+          }
+          // A rest this run staged is never published: the merged file holds its rows.
+          await rm(c.file);
+          const at = this.mergedInto.findIndex((f) => f.table === table && f.relative === path.join(partition, c.name));
+          this.mergedInto.splice(at, 1);
+        }
         for (const file of written.files)
           this.mergedInto.push({ table, relative: path.join(partition, file.relative) });
-        for (const name of same) {
-          this.merged.push({
-            absorbedRunId: runOfFile(name),
-            file: path.join(table, partition, name),
-          });
-        }
         report.mergedFiles += same.length;
       }
     }
@@ -671,15 +717,9 @@ async function lineOf(store: ObjectStore, key: string, ordinal: number): Promise
   return line;
 }
 
-/** The run that wrote a Parquet file: its name starts with the run's id and a `_` (run ids hold none). */
-export function runOfFile(name: string): string {
-  const end = name.indexOf("_");
-  return end === -1 ? "" : name.slice(0, end);
-}
-
 /**
- * Deletes the files that committed runs merged into files of their own and that are still there (the run's
- * process died before it deleted them: until then a reader of the folder sees their rows twice).
+ * Deletes the files that committed runs merged into files of their own, or left without some records, and
+ * that are still there (just after the run commits, or its process died before it deleted them).
  */
 export async function removeMergedFiles(ws: Workspace, dataset: string, parquetRoot: string): Promise<void> {
   const files = await ws.state.relationalize.mergedFiles(dataset);
@@ -688,8 +728,8 @@ export async function removeMergedFiles(ws: Workspace, dataset: string, parquetR
 }
 
 /**
- * Removes records from the Parquet files below a table's folder, listed once: `idsOf` gives, from a file's
- * name, the records to remove from it (if any). Returns the files left with no rows, which are gone.
+ * Removes records from the Parquet files this run staged below a table's folder, listed once: `idsOf` gives,
+ * from a file's name, the records to remove from it (if any). Returns the files left with no rows, now gone.
  */
 async function removeFromFolder(
   connection: DuckDBConnection,
@@ -701,18 +741,10 @@ async function removeFromFolder(
   for (const relative of await listParquet(dir)) {
     const ids = idsOf(path.basename(relative));
     if (!ids) continue;
-    const file = path.join(dir, relative);
-    await removeRecords(connection, file, column, ids);
-    if (!(await exists(file))) gone.push(relative);
+    const { removed, written } = await removeRecords(connection, path.join(dir, relative), column, ids);
+    if (removed > 0 && !written) gone.push(relative);
   }
   return gone;
-}
-
-async function exists(file: string): Promise<boolean> {
-  return stat(file).then(
-    () => true,
-    () => false,
-  );
 }
 
 /** Partition values from a key's `name=value` folders (the dataset folder excepted). */

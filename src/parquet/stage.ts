@@ -14,8 +14,8 @@ import { folderEntries } from "../storage/walk.js";
 import type { Workspace } from "../workspace/workspace.js";
 import { ChangedFiles } from "./changed-files.js";
 import { openDuckDB } from "./duckdb.js";
-import { removeMergedFiles, runOfFile, StageRun } from "./stage-run.js";
-import { listParquet } from "./writer.js";
+import { removeMergedFiles, StageRun } from "./stage-run.js";
+import { listParquet, runOfFile } from "./writer.js";
 
 export interface TableReport {
   table: string;

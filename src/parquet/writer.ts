@@ -93,28 +93,40 @@ export function listParquet(dir: string): Promise<string[]> {
   return listFiles(dir, { keep: (name) => name.endsWith(".parquet") });
 }
 
-/** Rewrites a Parquet file without the rows of some records (atomically); removes it when nothing is left. */
+/**
+ * Copies a Parquet file without the rows of some records to `into`, or, when `into` is the file itself,
+ * rewrites it atomically (removed when no row is left). Returns how many rows went, and whether `into` holds
+ * the rest (nothing is written when no row goes, or none is left).
+ */
 export async function removeRecords(
   connection: DuckDBConnection,
   file: string,
   recordColumn: string,
   records: readonly string[],
-): Promise<number> {
+  into: string = file,
+): Promise<{ removed: number; written: boolean }> {
   // Record ids are text; a column of numeric ids compares by its digits.
   const keep = `CAST(${ident(recordColumn)} AS VARCHAR) NOT IN (${records.map(literal).join(", ")})`;
   const source = `read_parquet(${literal(file)})`;
   const counts = await connection.runAndReadAll(`SELECT count(*) FILTER (WHERE ${keep}), count(*) FROM ${source}`);
   const [kept, total] = (counts.getRows()[0] ?? [0, 0]).map(Number) as [number, number];
   const removed = total - kept;
-  if (removed === 0) return 0;
+  if (removed === 0) return { removed, written: false };
   if (kept === 0) {
-    await rm(file, { force: true });
-    return removed;
+    if (into === file) await rm(file, { force: true });
+    return { removed, written: false };
   }
-  const temp = `${file}.rewrite`;
+  await mkdir(path.dirname(into), { recursive: true });
+  const temp = `${into}.rewrite`;
   await connection.run(
     `COPY (SELECT * FROM ${source} WHERE ${keep}) TO ${literal(temp)} (FORMAT parquet, COMPRESSION zstd)`,
   );
-  await rename(temp, file);
-  return removed;
+  await rename(temp, into);
+  return { removed, written: true };
+}
+
+/** The run that wrote a Parquet file: its name starts with the run's id and a `_` (run ids hold none). */
+export function runOfFile(name: string): string {
+  const end = name.indexOf("_");
+  return end === -1 ? "" : name.slice(0, end);
 }

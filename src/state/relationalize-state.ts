@@ -314,6 +314,21 @@ export class RelationalizeState {
     return rows.map((r) => r.file);
   }
 
+  /**
+   * What a reader of the Parquet folders leaves out: the files of runs not committed (running, or dead and
+   * not yet cleaned up), by run, and the files committed runs merged or superseded that are not yet deleted
+   * (`<table>/<partition folders>/<file>`).
+   */
+  async unpublished(): Promise<{ runs: Set<string>; files: Set<string> }> {
+    const runs = await this.db
+      .selectFrom("relationalize_runs")
+      .select("run_id")
+      .where("status", "!=", "committed")
+      .execute();
+    const files = await this.db.selectFrom("parquet_compactions").select("file").where("removed", "=", 0).execute();
+    return { runs: new Set(runs.map((r) => r.run_id)), files: new Set(files.map((f) => f.file)) };
+  }
+
   async mergedFilesRemoved(dataset: string, files: readonly string[]): Promise<void> {
     for (const part of chunks(files)) {
       await this.db
