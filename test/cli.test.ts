@@ -181,7 +181,7 @@ describe("the studylake CLI", () => {
     const again = await studylake("-w", ws, "relationalize", "--json");
     expect(JSON.parse(again.stdout).every((r: { runId: string | null }) => r.runId === null)).toBe(true);
     const compact = await studylake("-w", ws, "relationalize", "--compact", "--dataset", "MotionRecord_v1");
-    expect([compact.code, compact.stdout.trim()]).toEqual([0, "MotionRecord_v1: 0 files merged into fewer"]);
+    expect([compact.code, compact.stdout.trim()]).toEqual([0, "MotionRecord_v1: nothing to merge"]);
     // A folder without dataset=<id>/ folders (a wrong --from, say) is named, not passed over in silence.
     const elsewhere = await tempDir();
     const none = await studylake("-w", ws, "relationalize", "--from", elsewhere);

@@ -665,7 +665,7 @@ describe("an update cut off by a killed process", () => {
         slow.end();
       }
       // Its writer gone, the slow one's update goes the same way one lease later.
-      await sleep(700);
+      await sleep(1000);
       await lake.importFile("d", path.join(dir, "a.csv"), operator);
       expect((await lake.updates("d", operator)).map((u) => u.status)).toEqual([
         "abandoned",

@@ -210,7 +210,12 @@ export function buildProgram(): Command {
           const reports: RelationalizeReport[] = [];
           for (const dataset of opts.dataset ?? known) reports.push(await stage.compact(dataset));
           if (opts.json) printJson(reports);
-          else for (const r of reports) console.log(`${r.dataset}: ${r.mergedFiles} files merged into fewer`);
+          else {
+            for (const r of reports) {
+              const merged = r.mergedFiles > 0 ? `${r.mergedFiles} files merged into fewer` : "nothing to merge";
+              console.log(`${r.dataset}: ${merged}`);
+            }
+          }
           return;
         }
         const datasets = opts.dataset ?? (await stage.datasets());
