@@ -295,6 +295,31 @@ function stateStoreSuite(
       expect([...unpublished.runs].sort()).toEqual(["E", "F", "G"]);
     });
 
+    it("looks a redrive's records up by id, more than one statement holds, in upload order", async () => {
+      const count = 700;
+      const ids = Array.from({ length: count }, (_, i) => `redrive-${String(i).padStart(4, "0")}`);
+      for (const [i, recordId] of ids.entries()) {
+        // Later ids were uploaded earlier, two records per second.
+        const uploadedon = new Date(Date.UTC(2022, 1, 1) + Math.floor((count - i) / 2) * 1000).toISOString();
+        await store.recordUpload({
+          ...base,
+          recordId,
+          status: "valid",
+          metadata: { recordid: recordId, healthcode: "p-redrive", uploadedon },
+        });
+      }
+      // More ids than SQLite (32,766) or PostgreSQL (65,535) take in one statement, most of them unknown.
+      const unknown = Array.from({ length: 70_000 }, (_, i) => `redrive-none-${i}`);
+      const found = await store.exports.records({ recordIds: [...unknown, ...ids, ids[0] as string] });
+      const expected = [...ids].sort((a, b) => {
+        const [x, y] = [Math.floor((count - ids.indexOf(a)) / 2), Math.floor((count - ids.indexOf(b)) / 2)];
+        return x - y || (a < b ? -1 : 1);
+      });
+      expect(found.map((r) => r.recordId)).toEqual(expected);
+      expect(await store.exports.recordsOf(["p-redrive", "p-none"])).toEqual(ids);
+      expect(await store.exports.exported("default", [...unknown, ...ids])).toEqual([]);
+    });
+
     it("keeps its tables across reopening (migrations run once)", async () => {
       await store.close();
       store = await StateStore.open(env.config, env.root);

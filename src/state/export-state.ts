@@ -3,7 +3,7 @@ import type { Kysely, Selectable } from "kysely";
 import { z } from "zod";
 import type { Column } from "../export/columns.js";
 import type { FieldDefinition } from "../export/serialize.js";
-import { chunks } from "./chunks.js";
+import { chunks, lookUpInChunks } from "./chunks.js";
 import type { ExportsTable, OpenDatabase, StateDatabase } from "./database.js";
 
 export interface ExportableRecord {
@@ -82,32 +82,27 @@ export class ExportState {
 
   /** Current scopes of these participants; a participant the store does not know is absent. */
   async scopes(healthCodes: readonly string[]): Promise<Map<string, string>> {
-    const out = new Map<string, string>();
-    const unique = [...new Set(healthCodes)];
-    for (const part of chunks(unique)) {
-      const rows = await this.db
+    const rows = await lookUpInChunks([...new Set(healthCodes)], (part) =>
+      this.db
         .selectFrom("participants")
         .select(["health_code", "sharing_scope"])
         .where("health_code", "in", part)
-        .execute();
-      for (const row of rows) out.set(row.health_code, row.sharing_scope);
-    }
-    return out;
+        .execute(),
+    );
+    return new Map(rows.map((row) => [row.health_code, row.sharing_scope]));
   }
 
   /** Record ids of these participants' uploads. */
   async recordsOf(healthCodes: readonly string[]): Promise<string[]> {
-    const out = new Set<string>();
-    for (const part of chunks([...new Set(healthCodes)])) {
-      const rows = await this.db
+    const rows = await lookUpInChunks([...new Set(healthCodes)], (part) =>
+      this.db
         .selectFrom("uploads")
         .select("record_id")
         .where("health_code", "in", part)
         .where("record_id", "is not", null)
-        .execute();
-      for (const row of rows) out.add(row.record_id as string);
-    }
-    return [...out].sort();
+        .execute(),
+    );
+    return [...new Set(rows.map((row) => row.record_id as string))].sort();
   }
 
   async participantCount(): Promise<number> {
@@ -122,30 +117,40 @@ export class ExportState {
   async records(
     selection: { start: string; end: string } | { recordIds: readonly string[] },
   ): Promise<ExportableRecord[]> {
-    let query = this.db
+    const valid = this.db
       .selectFrom("uploads")
       .select(["upload_id", "record_id", "study_id", "health_code", "uploaded_on", "metadata", "raw_key"])
       .where("status", "=", "valid");
-    query =
+    // A redrive may name more records than one statement can hold: looked up in chunks, then put in order.
+    const rows =
       "recordIds" in selection
-        ? query.where("record_id", "in", selection.recordIds.length > 0 ? [...selection.recordIds] : [""])
-        : query.where("uploaded_on", ">=", selection.start).where("uploaded_on", "<", selection.end);
-    const rows = await query.orderBy("uploaded_on").orderBy("record_id").execute();
+        ? (
+            await lookUpInChunks([...new Set(selection.recordIds)], (part) =>
+              valid.where("record_id", "in", part).execute(),
+            )
+          ).sort((a, b) => byText(a.uploaded_on, b.uploaded_on) || byText(a.record_id, b.record_id))
+        : await valid
+            .where("uploaded_on", ">=", selection.start)
+            .where("uploaded_on", "<", selection.end)
+            .orderBy("uploaded_on")
+            .orderBy("record_id")
+            .execute();
     const documents = new Map<string, Array<{ datasetId: string; key: string }>>();
-    const ids = rows.map((r) => r.upload_id);
-    for (const part of chunks(ids)) {
-      const files = await this.db
-        .selectFrom("upload_files")
-        .select(["upload_id", "dataset_id", "output_key"])
-        .where("upload_id", "in", part)
-        .where("output_key", "is not", null)
-        .execute();
-      for (const f of files) {
-        if (!f.dataset_id || !f.output_key) continue;
-        const list = documents.get(f.upload_id) ?? [];
-        list.push({ datasetId: f.dataset_id, key: f.output_key });
-        documents.set(f.upload_id, list);
-      }
+    const files = await lookUpInChunks(
+      rows.map((r) => r.upload_id),
+      (part) =>
+        this.db
+          .selectFrom("upload_files")
+          .select(["upload_id", "dataset_id", "output_key"])
+          .where("upload_id", "in", part)
+          .where("output_key", "is not", null)
+          .execute(),
+    );
+    for (const f of files) {
+      if (!f.dataset_id || !f.output_key) continue;
+      const list = documents.get(f.upload_id) ?? [];
+      list.push({ datasetId: f.dataset_id, key: f.output_key });
+      documents.set(f.upload_id, list);
     }
     return rows.map((r) => ({
       uploadId: r.upload_id,
@@ -274,19 +279,15 @@ export class ExportState {
     recordIds: readonly string[],
     tableKey?: string,
   ): Promise<Array<{ tableKey: string; recordId: string; exportId: string }>> {
-    const out: Array<{ tableKey: string; recordId: string; exportId: string }> = [];
-    for (const part of chunks([...new Set(recordIds)])) {
-      let query = this.db
+    const rows = await lookUpInChunks([...new Set(recordIds)], (part) => {
+      const query = this.db
         .selectFrom("export_records")
         .select(["table_key", "record_id", "export_id"])
         .where("destination", "=", destination)
         .where("record_id", "in", part);
-      if (tableKey !== undefined) query = query.where("table_key", "=", tableKey);
-      for (const row of await query.execute()) {
-        out.push({ tableKey: row.table_key, recordId: row.record_id, exportId: row.export_id });
-      }
-    }
-    return out;
+      return (tableKey === undefined ? query : query.where("table_key", "=", tableKey)).execute();
+    });
+    return rows.map((row) => ({ tableKey: row.table_key, recordId: row.record_id, exportId: row.export_id }));
   }
 
   /**
@@ -365,4 +366,12 @@ export class ExportState {
       .execute();
     return rows.map((r) => r.study_id as string).sort();
   }
+}
+
+/** Orders text as the databases' ORDER BY does for these ASCII values, NULL first (as SQLite does). */
+function byText(a: string | null, b: string | null): number {
+  if (a === b) return 0;
+  if (a === null) return -1;
+  if (b === null) return 1;
+  return a < b ? -1 : 1;
 }
