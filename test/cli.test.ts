@@ -319,6 +319,20 @@ describe("the studylake CLI", () => {
     expect(both.stderr.trim()).toBe(
       "studylake: export request: recordIds: names date and recordIds: a request takes exactly one record source",
     );
+    // A redrive of the ids listed in a file; an unknown id is looked for and not found.
+    const recordId = upload.metadata.recordid as string;
+    const ids = path.join(dir, "ids.txt");
+    await writeFile(ids, `${recordId}\n\nnot-a-record\n`);
+    const listed = await studylake("-w", ws, "export", "--records-from", ids, "--dry-run", "--json");
+    expect(listed.code).toBe(0);
+    const plan = JSON.parse(listed.stdout);
+    expect([plan.request.recordIds, plan.records.map((r: { recordId: string }) => r.recordId)]).toEqual([
+      [recordId, "not-a-record"],
+      [recordId],
+    ]);
+    await writeFile(ids, "\n");
+    const empty = await studylake("-w", ws, "export", "--records-from", ids);
+    expect([empty.code, empty.stderr.trim()]).toEqual([2, `studylake: --records-from ${ids}: no record ids in it`]);
     const nowhere = await studylake("-w", ws, "export", "--destination", "nope");
     expect(nowhere.code).toBe(2);
     expect(nowhere.stderr).toMatch(/destination: no destination 'nope' is configured \(known: default\)/);

@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
+import { text as streamText } from "node:stream/consumers";
 import { Argument, Command, CommanderError, Option } from "commander";
 import pino from "pino";
 import { DEFAULT_DESTINATION } from "../config/config.js";
@@ -568,6 +569,7 @@ export function buildProgram(): Command {
     .option("--end <time>", "records uploaded before this time")
     .option("--since-last-export", "each study's records since its last export")
     .option("--records <ids...>", "exactly these record ids: a redrive, replacing their rows")
+    .option("--records-from <file>", "a redrive of the record ids in a file, one per line (- reads standard input)")
     .option("--request <file>", "a JSON request file instead of the flags above")
     .addOption(new Option("--sharing-mode <mode>", "which sharing scopes to export").choices(SharingMode.options))
     .option("--study <id...>", "study whitelist")
@@ -587,12 +589,15 @@ export function buildProgram(): Command {
             throw new UsageError(`--request ${opts.request}: ${(err as Error).message}`);
           }
         } else {
+          const listed = typeof opts.recordsFrom === "string" ? await recordIdsFrom(opts.recordsFrom) : undefined;
+          const records =
+            opts.records || listed ? [...((opts.records as string[]) ?? []), ...(listed ?? [])] : undefined;
           input = {
             ...(opts.date ? { date: opts.date } : {}),
             ...(opts.start ? { startDateTime: opts.start } : {}),
             ...(opts.end ? { endDateTime: opts.end } : {}),
             ...(opts.sinceLastExport ? { sinceLastExport: true } : {}),
-            ...(opts.records ? { recordIds: opts.records } : {}),
+            ...(records ? { recordIds: records } : {}),
             ...(opts.sharingMode ? { sharingMode: opts.sharingMode } : {}),
             ...(opts.study ? { studyWhitelist: opts.study } : {}),
             ...(opts.tag ? { tag: opts.tag } : {}),
@@ -752,6 +757,22 @@ async function withCatalog(program: Command, work: (catalog: Catalog) => Promise
       catalog.close();
     }
   });
+}
+
+/** Record ids listed one per line in a file, or on standard input for `-`; blank lines are skipped. */
+async function recordIdsFrom(file: string): Promise<string[]> {
+  let text: string;
+  try {
+    text = file === "-" ? await streamText(process.stdin) : await readFile(file, "utf8");
+  } catch (err) {
+    throw new UsageError(`--records-from ${file}: ${(err as Error).message}`);
+  }
+  const ids = text
+    .split("\n")
+    .map((line) => line.trim())
+    .filter((line) => line !== "");
+  if (ids.length === 0) throw new UsageError(`--records-from ${file}: no record ids in it`);
+  return ids;
 }
 
 function describeSelection(selection: Selection): string {
