@@ -18,6 +18,7 @@ import {
 import pg from "pg";
 import type { StateConfig } from "../config/config.js";
 import { migrations } from "./migrations.js";
+import type { RelationalizeRunStatus } from "./models.js";
 
 /** Row shapes of the state tables, as stored. */
 export interface UploadsTable {
@@ -102,7 +103,7 @@ export interface DeletedRecordsTable {
 export interface RelationalizeRunsTable {
   run_id: string;
   dataset: string;
-  status: string;
+  status: RelationalizeRunStatus;
   started_at: string;
   finished_at: string | null;
   summary: string | null;

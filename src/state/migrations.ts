@@ -351,4 +351,14 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable("lake_updates").addColumn("alive_until", "text").execute();
     },
   },
+  "0012_relationalize_run_status": {
+    async up(db: Kysely<unknown>) {
+      // Every run start and every catalog open look for the few runs not committed among many committed ones.
+      await db.schema
+        .createIndex("relationalize_runs_status")
+        .on("relationalize_runs")
+        .columns(["status", "dataset"])
+        .execute();
+    },
+  },
 };

@@ -14,6 +14,10 @@ export const UploadStatus = z.enum(["received", "valid", "quarantined", "rejecte
 export type UploadStatus = z.infer<typeof UploadStatus>;
 
 /** How one file of an archive was judged. */
+/** A relationalize run: its files count once it is committed; a run found dead is abandoned. */
+export const RelationalizeRunStatus = z.enum(["running", "committed", "abandoned"]);
+export type RelationalizeRunStatus = z.infer<typeof RelationalizeRunStatus>;
+
 export const FileValidation = z.enum([
   /** Passed its JSON Schema. */
   "valid",

@@ -3,6 +3,7 @@ import { DatasetSchema } from "../relationalize/model.js";
 import type { RecordOrder } from "../relationalize/records.js";
 import { chunks, lookUpInChunks } from "./chunks.js";
 import type { OpenDatabase, StateDatabase } from "./database.js";
+import { RelationalizeRunStatus } from "./models.js";
 
 export interface Bookmark {
   sizeBytes: number;
@@ -162,7 +163,7 @@ export class RelationalizeState {
     Array<{
       runId: string;
       dataset: string;
-      status: string;
+      status: RelationalizeRunStatus;
       startedAt: string;
       finishedAt: string | null;
       summary: unknown;
@@ -174,7 +175,7 @@ export class RelationalizeState {
     return rows.map((r) => ({
       runId: r.run_id,
       dataset: r.dataset,
-      status: r.status,
+      status: RelationalizeRunStatus.parse(r.status),
       startedAt: r.started_at,
       finishedAt: r.finished_at,
       summary: r.summary === null ? null : JSON.parse(r.summary),
@@ -323,7 +324,7 @@ export class RelationalizeState {
     const runs = await this.db
       .selectFrom("relationalize_runs")
       .select("run_id")
-      .where("status", "!=", "committed")
+      .where("status", "in", ["running", "abandoned"])
       .execute();
     const files = await this.db.selectFrom("parquet_compactions").select("file").where("removed", "=", 0).execute();
     return { runs: new Set(runs.map((r) => r.run_id)), files: new Set(files.map((f) => f.file)) };
