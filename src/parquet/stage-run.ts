@@ -64,7 +64,8 @@ export class StageRun {
    */
   private readonly merged: RunCommit["compacted"] = [];
   private readonly mergedInto: Array<{ table: string; relative: string }> = [];
-  private superseded = 0;
+  /** Rests of earlier runs' files staged so far: numbers their files. */
+  private rests = 0;
   /** The typed way's read plan, carried from one group to the next. */
   private plan: Structure | null = null;
   private groups = 0;
@@ -246,7 +247,7 @@ export class StageRun {
       const name = path.basename(relative);
       const ids = idsOf(name);
       if (!ids) continue;
-      const rest = path.join(path.dirname(relative), `${runId}_r${this.superseded++}_0.parquet`);
+      const rest = path.join(path.dirname(relative), `${runId}_r${this.rests++}_0.parquet`);
       const file = path.join(parquetRoot, table, relative);
       const { removed, written } = await removeRecords(
         connection,
