@@ -679,6 +679,37 @@ describe("an update cut off by a killed process", () => {
   });
 });
 
+describe("a lease on an update", () => {
+  it("is renewed no more often than a third of its length, however long that is", async () => {
+    const t = await makeWorkspace();
+    try {
+      const lake = new Lake(t.ws);
+      const operator = await lake.principal();
+      await lake.createDataset(
+        { name: "d", description: "", owner: "operator", tier: "internal", updateKind: "delta", keyColumns: [] },
+        operator,
+      );
+      const warnings: string[] = [];
+      const onWarning = (w: Error) => warnings.push(w.name);
+      process.on("warning", onWarning);
+      // A year: longer than Node's longest timer, which it would otherwise run at once, again and again.
+      const lease = await UpdateLease.begin(t.ws.state.lake, "d", "delta", "operator", null, 365 * 86_400_000);
+      try {
+        const aliveUntil = async () => (await lake.updates("d", operator))[0]?.aliveUntil;
+        const first = await aliveUntil();
+        await sleep(100);
+        expect(await aliveUntil()).toBe(first);
+        expect(warnings).not.toContain("TimeoutOverflowWarning");
+      } finally {
+        lease.end();
+        process.off("warning", onWarning);
+      }
+    } finally {
+      await t.cleanup();
+    }
+  });
+});
+
 describe("scheduled transformations", () => {
   it("runs a transformation folder's schedule from the pipeline, recording the run in the manifest", async () => {
     const t = await makeWorkspace({ lake: { transforms: ["pipelines/daily_counts"] } });

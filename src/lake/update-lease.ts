@@ -1,6 +1,9 @@
 import type { LakeState } from "../state/lake-state.js";
 import type { UpdateKind } from "./models.js";
 
+/** Node runs a longer timer at once (and warns): a lease of months is renewed every 24.8 days. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 function deadline(leaseMs: number): string {
   return new Date(Date.now() + leaseMs).toISOString();
 }
@@ -21,12 +24,15 @@ export class UpdateLease {
   ) {
     // A renewal that fails or comes too late lets another writer abandon the update; its commit then refuses
     // it with a message saying so, and nothing half-written is ever read.
-    this.timer = setInterval(() => {
-      state.renewUpdate(dataset, update, deadline(leaseMs)).then(
-        (held) => held || this.end(),
-        () => {},
-      );
-    }, leaseMs / 3);
+    this.timer = setInterval(
+      () => {
+        state.renewUpdate(dataset, update, deadline(leaseMs)).then(
+          (held) => held || this.end(),
+          () => {},
+        );
+      },
+      Math.min(leaseMs / 3, MAX_TIMER_MS),
+    );
     this.timer.unref();
   }
 
