@@ -521,7 +521,12 @@ describe("compaction of the Parquet tables", () => {
       // group is left, the tables are the same, and later replacements still find their records.
       const before = await fileCount(never.ws, "Samples");
       const neverStage = new RelationalizeStage(never.ws, new LocalObjectStore(folder));
-      const compacted = await neverStage.compact("Samples");
+      const heard: Array<[number, number]> = [];
+      const compacted = await neverStage.compact("Samples", {
+        onPartitions: (done, total) => heard.push([done, total]),
+      });
+      // Two day partitions of each of the two tables, counted as they go.
+      expect(heard).toEqual([0, 1, 2, 3, 4].map((done) => [done, 4]));
       expect(compacted.mergedFiles).toBeGreaterThan(before / 2);
       expect(await fileCount(never.ws, "Samples")).toBeLessThan(before / 2);
       // Nothing is left to merge: what remains are files of different columns or types.

@@ -209,7 +209,13 @@ export function buildProgram(): Command {
         if (opts.compact) {
           const known = (await ws.state.relationalize.datasets()).map((d) => d.dataset);
           const reports: RelationalizeReport[] = [];
-          for (const dataset of opts.dataset ?? known) reports.push(await stage.compact(dataset));
+          const bar = progress("compact (partitions)", !opts.json);
+          try {
+            for (const dataset of opts.dataset ?? known)
+              reports.push(await stage.compact(dataset, { onPartitions: (done, total) => bar.update(done, total) }));
+          } finally {
+            bar.stop();
+          }
           if (opts.json) printJson(reports);
           else {
             for (const r of reports) {

@@ -271,7 +271,9 @@ export class StageRun {
    * run commits (`removeMergedFiles`), and a record written by a merged file's run is looked for in this
    * run's files too (`mergedInto`). `everywhere`: in every partition of the tables, from two files up.
    */
-  async compact(options: { everywhere?: boolean } = {}): Promise<void> {
+  async compact(
+    options: { everywhere?: boolean; onPartitions?: (done: number, total: number) => void } = {},
+  ): Promise<void> {
     const { parquetRoot, runId, connection, report } = this.o;
     const after = options.everywhere ? 2 : this.settings.compactAfterFiles;
     if (after === 0) return;
@@ -285,7 +287,9 @@ export class StageRun {
         ).flat()
       : [...this.staged.values()];
     const partitions = new Set(files.map((f) => `${f.table}/${path.dirname(f.relative)}`));
+    let done = 0;
     for (const at of partitions) {
+      options.onPartitions?.(done++, partitions.size);
       const [table, partition] = [at.slice(0, at.indexOf("/")), at.slice(at.indexOf("/") + 1)];
       const dir = path.join(parquetRoot, table, partition);
       // A file this run left without some records goes once it commits; the rest it staged may merge instead.
@@ -341,6 +345,7 @@ export class StageRun {
         report.mergedFiles += same.length;
       }
     }
+    options.onPartitions?.(done, partitions.size);
   }
 
   /**

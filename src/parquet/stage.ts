@@ -176,8 +176,12 @@ export class RelationalizeStage {
    * partitions no run writes to any more (a run merges only where it writes, once there are
    * `relationalize.compactAfterFiles`), and for tables written before merging existed. The same rules as a
    * run's merge (same columns and types, under `relationalize.compactBelowBytes`), from two files up.
+   * `onPartitions` hears how many of the tables' partitions are done, of how many.
    */
-  async compact(dataset: string): Promise<RelationalizeReport> {
+  async compact(
+    dataset: string,
+    options: { onPartitions?: (done: number, total: number) => void } = {},
+  ): Promise<RelationalizeReport> {
     const report = emptyReport(dataset);
     const previous = await this.ws.state.relationalize.schema(dataset);
     if (!previous) return report;
@@ -190,7 +194,7 @@ export class RelationalizeStage {
       report.runs = 1;
       const rules = datasetRules(this.ws.config.relationalize, dataset);
       const run = await this.beginRun(duck.connection, dataset, rules, report, undefined);
-      await run.compact({ everywhere: true });
+      await run.compact({ everywhere: true, ...options });
       await run.publish([], [], [], []);
       return report;
     } finally {
