@@ -250,10 +250,15 @@ export class Lake {
     const missed = (await this.state.updates(name, { after: base, through: snapshot })).find(
       (u) => u.update !== snapshot && !held.has(u.update) && u.status !== "abandoned",
     );
-    if (missed)
-      throw new LakeError(
-        `dataset '${name}' has update ${missed.update} (${missed.status}) from another writer that this snapshot would hide without holding its rows; run it again once that update is done`,
-      );
+    if (!missed) return;
+    // Says how long to wait at most: a writer that died is taken for dead once its lease runs out.
+    const status =
+      missed.status === "writing" && missed.aliveUntil
+        ? `writing, abandoned unless its writer renews it by ${missed.aliveUntil}`
+        : missed.status;
+    throw new LakeError(
+      `dataset '${name}' has update ${missed.update} (${status}) from another writer that this snapshot would hide without holding its rows; run it again once that update is done`,
+    );
   }
 
   /**
