@@ -655,8 +655,8 @@ export class Lake {
             run: run.runId,
             lineage: [],
             note: `run ${run.runId} of ${run.source}`,
-            // The run's files hold their partition columns and are never changed in place (a rewrite is a new
-            // file renamed over the old one), so the update links them instead of copying.
+            // The run's files hold their partition columns and are never changed once published (the rest of a
+            // file that loses records is a new file), so the update links them instead of copying.
             produce: async (connection, dir) => {
               for (const [i, file] of table.files.entries()) {
                 const target = path.join(dir, `part-${i}.parquet`);

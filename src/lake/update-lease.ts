@@ -18,7 +18,7 @@ export class UpdateLease {
 
   private constructor(
     state: LakeState,
-    readonly dataset: string,
+    dataset: string,
     readonly update: string,
     leaseMs: number,
   ) {

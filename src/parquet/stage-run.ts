@@ -183,12 +183,12 @@ export class StageRun {
     for (const table of this.rewrittenInRun.size > 0 ? schema.tables : []) {
       const column = this.recordColumnOf(table)?.name;
       if (!column) continue;
-      const gone = await removeFromFolder(connection, path.join(this.staging, table.name), column, (name) =>
+      const emptied = await removeFromFolder(connection, path.join(this.staging, table.name), column, (name) =>
         name.startsWith(batchPrefix)
           ? this.rewrittenInRun.get(Number(name.slice(batchPrefix.length).split("_")[0]))
           : undefined,
       );
-      for (const relative of gone) this.staged.delete(`${table.name}/${relative}`);
+      for (const { relative, rest } of emptied) if (rest === undefined) this.staged.delete(`${table.name}/${relative}`);
     }
     const removedKeySet = new Set(removedKeys);
     const locations =
@@ -243,22 +243,13 @@ export class StageRun {
     idsOf: (name: string) => readonly string[] | undefined,
   ): Promise<void> {
     const { parquetRoot, runId, connection } = this.o;
-    for (const relative of await listParquet(path.join(parquetRoot, table))) {
-      const name = path.basename(relative);
-      const ids = idsOf(name);
-      if (!ids) continue;
-      const rest = path.join(path.dirname(relative), `${runId}_r${this.rests++}_0.parquet`);
-      const file = path.join(parquetRoot, table, relative);
-      const { removed, written } = await removeRecords(
-        connection,
-        file,
-        column,
-        ids,
-        path.join(this.staging, table, rest),
-      );
-      if (removed === 0) continue;
-      this.merged.push({ absorbedRunId: runOfFile(name), file: path.join(table, relative) });
-      if (written) this.mergedInto.push({ table, relative: rest });
+    const staged = path.join(this.staging, table);
+    const lost = await removeFromFolder(connection, path.join(parquetRoot, table), column, idsOf, (relative) =>
+      path.join(staged, path.dirname(relative), `${runId}_r${this.rests++}_0.parquet`),
+    );
+    for (const { relative, rest } of lost) {
+      this.merged.push({ absorbedRunId: runOfFile(path.basename(relative)), file: path.join(table, relative) });
+      if (rest !== undefined) this.mergedInto.push({ table, relative: path.relative(staged, rest) });
     }
   }
 
@@ -287,13 +278,13 @@ export class StageRun {
         ).flat()
       : [...this.staged.values()];
     const partitions = new Set(files.map((f) => `${f.table}/${path.dirname(f.relative)}`));
+    // A file this run left without some records goes once it commits; the rest it staged may merge instead.
+    const gone = new Set(this.merged.map((m) => m.file));
     let done = 0;
     for (const at of partitions) {
       options.onPartitions?.(done++, partitions.size);
       const [table, partition] = [at.slice(0, at.indexOf("/")), at.slice(at.indexOf("/") + 1)];
       const dir = path.join(parquetRoot, table, partition);
-      // A file this run left without some records goes once it commits; the rest it staged may merge instead.
-      const gone = new Set(this.merged.map((m) => m.file));
       const candidates: Array<{ name: string; file: string; rest: boolean }> = [];
       for (const { name } of await folderEntries(dir)) {
         if (name.endsWith(".parquet") && !gone.has(path.join(table, partition, name)))
@@ -734,23 +725,28 @@ export async function removeMergedFiles(ws: Workspace, dataset: string, parquetR
 }
 
 /**
- * Removes records from the Parquet files this run staged below a table's folder, listed once: `idsOf` gives,
- * from a file's name, the records to remove from it (if any). Returns the files left with no rows, now gone.
+ * Removes records from the Parquet files below a table's folder, listed once: `idsOf` gives, from a file's
+ * name, the records to remove from it (if any), and `restOf` where the rest of such a file goes (without it,
+ * the file is rewritten in place). Returns the files that lost rows, each with where its rest is (undefined:
+ * no row was left, and a file rewritten in place is gone).
  */
 async function removeFromFolder(
   connection: DuckDBConnection,
   dir: string,
   column: string,
   idsOf: (name: string) => readonly string[] | undefined,
-): Promise<string[]> {
-  const gone: string[] = [];
+  restOf?: (relative: string) => string,
+): Promise<Array<{ relative: string; rest: string | undefined }>> {
+  const lost: Array<{ relative: string; rest: string | undefined }> = [];
   for (const relative of await listParquet(dir)) {
     const ids = idsOf(path.basename(relative));
     if (!ids) continue;
-    const { removed, written } = await removeRecords(connection, path.join(dir, relative), column, ids);
-    if (removed > 0 && !written) gone.push(relative);
+    const file = path.join(dir, relative);
+    const into = restOf?.(relative) ?? file;
+    const { removed, written } = await removeRecords(connection, file, column, ids, into);
+    if (removed > 0) lost.push({ relative, rest: written ? into : undefined });
   }
-  return gone;
+  return lost;
 }
 
 /** Partition values from a key's `name=value` folders (the dataset folder excepted). */

@@ -80,9 +80,10 @@ export interface ParquetRecordsTable {
 }
 
 /**
- * Parquet files a relationalize run merged into files of its own (see `relationalize.compactAfterFiles`): the
- * records of the run that wrote each file (`absorbed_run_id`) may now be in the merging run's files too, and
- * the file is deleted once the merging run has committed (`removed` 0 until then, or when its process died).
+ * Parquet files whose rows a relationalize run put in files of its own: merged (see
+ * `relationalize.compactAfterFiles`), or all but the records it replaced or deleted. The records of the run
+ * that wrote each file (`absorbed_run_id`) may now be in the merging run's files, and the file is deleted
+ * once the merging run has committed (`removed` 0 until then, or when its process died).
  */
 export interface ParquetCompactionsTable {
   dataset: string;

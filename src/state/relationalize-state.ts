@@ -29,7 +29,10 @@ export interface RunCommit {
   deletedRecords: Array<{ record: string; jsonKey: string }>;
   /** Deletion export files that are gone: the records they named may come back. */
   removedDeletionKeys: string[];
-  /** Files of earlier runs this run merged into files of its own (relative to the Parquet folder). */
+  /**
+   * Files of earlier runs whose rows this run put in files of its own, merged or less some records (relative
+   * to the Parquet folder): they are deleted once it commits.
+   */
   compacted: Array<{ absorbedRunId: string; file: string }>;
   summary: unknown;
 }
@@ -302,8 +305,8 @@ export class RelationalizeState {
   }
 
   /**
-   * Files that committed runs merged and that are not yet deleted: a run's own, just after it commits, or a
-   * run's whose process died before it deleted them. (A run's merges are recorded when it commits.)
+   * Files that committed runs merged or superseded and that are not yet deleted: a run's own, just after it
+   * commits, or a run's whose process died before it deleted them. (A run's merges are recorded when it commits.)
    */
   async mergedFiles(dataset: string): Promise<string[]> {
     const rows = await this.db
