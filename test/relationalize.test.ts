@@ -8,7 +8,7 @@ import { parseDocument } from "../src/relationalize/parse.js";
 import { rebuildDocuments } from "../src/relationalize/rebuild.js";
 import { Relationalizer } from "../src/relationalize/relationalize.js";
 import { decodeShape } from "../src/relationalize/shape.js";
-import { columnType } from "../src/relationalize/types.js";
+import { columnType, scalarKind } from "../src/relationalize/types.js";
 import { FIXTURES } from "./support/workspace.js";
 
 const PARTITIONS = ["assessmentid", "year", "month", "day"];
@@ -187,6 +187,16 @@ describe("relationalize rules", () => {
     expect(types).toMatchObject({ n: "BIGINT", x: "DOUBLE", b: "BOOLEAN", s: "VARCHAR", m: "VARCHAR", nul: "VARCHAR" });
     expect(conflicts).toEqual([{ table: "t", column: "m", kinds: ["integer", "string"], resolvedAs: "VARCHAR" }]);
     expect(columnType(["integer", "bignum"])).toBe("VARCHAR");
+    // A decimal no double holds is kept as its text, as an integer beyond 64 bits is.
+    expect(scalarKind(new LosslessNumber("1e400"))).toBe("bignum");
+    expect(scalarKind(new LosslessNumber("-2.5E-999"))).toBe("bignum");
+    expect(scalarKind(new LosslessNumber(`0.${"0".repeat(400)}1`))).toBe("bignum");
+    expect(scalarKind(new LosslessNumber("0.0e-400"))).toBe("double");
+    // The fast parse leaves such a number to the lossless parser.
+    const tiny = parseDocument(`{"v":0.${"0".repeat(400)}1}`) as { v: LosslessNumber };
+    expect(scalarKind(tiny.v)).toBe("bignum");
+    expect(scalarKind(new LosslessNumber("2.5e-320"))).toBe("double");
+    expect(scalarKind(new LosslessNumber("1.7976931348623157e308"))).toBe("double");
     expect(columnType(["boolean", "integer"])).toBe("VARCHAR");
   });
 
@@ -309,6 +319,10 @@ const number = fc.oneof(
     .double({ noNaN: true, noDefaultInfinity: true })
     .map((d) => new LosslessNumber(/[.e]/.test(String(d)) ? String(d) : `${d}.0`)),
   fc.bigInt({ min: 2n ** 64n, max: 2n ** 70n }).map((n) => new LosslessNumber(n.toString())),
+  // Decimals beyond a double's range: read as numbers they would become Infinity or 0.
+  fc
+    .tuple(fc.integer({ min: 1, max: 99 }), fc.integer({ min: 309, max: 999 }), fc.boolean())
+    .map(([m, e, small]) => new LosslessNumber(`${m / 10}e${small ? "-" : ""}${e + 16}`)),
 );
 const scalar = fc.oneof(fc.constant(null), fc.boolean(), fc.string({ maxLength: 6 }), number);
 const { value } = fc.letrec((tie) => ({
@@ -318,9 +332,13 @@ const { value } = fc.letrec((tie) => ({
 }));
 const document = fc.dictionary(key, value, { maxKeys: 6 });
 
-/** A canonical form for comparing values: sorted keys, numbers by value. */
+/** A canonical form for comparing values: sorted keys, numbers by value (beyond a double's range, by text). */
 function canonical(v: unknown): unknown {
-  if (isLosslessNumber(v)) return /[.eE]/.test(v.value) ? `n:${Number(v.value)}` : `n:${BigInt(v.value)}`;
+  if (isLosslessNumber(v)) {
+    if (!/[.eE]/.test(v.value)) return `n:${BigInt(v.value)}`;
+    const n = Number(v.value);
+    return Number.isFinite(n) && n !== 0 ? `n:${n}` : `n:${v.value}`;
+  }
   if (typeof v === "number") return `n:${v}`;
   if (Array.isArray(v)) return v.map(canonical);
   if (v && typeof v === "object") {

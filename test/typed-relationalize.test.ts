@@ -1,6 +1,8 @@
 import { mkdir, readdir, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { stringify } from "lossless-json";
 import { afterEach, describe, expect, it } from "vitest";
+import { Catalog } from "../src/parquet/catalog.js";
 import { openDuckDB } from "../src/parquet/duckdb.js";
 import { RelationalizeStage } from "../src/parquet/stage.js";
 import { Relationalizer } from "../src/relationalize/relationalize.js";
@@ -267,6 +269,57 @@ describe("the typed way (DuckDB reads and relationalizes)", () => {
 });
 
 describe("the typed way with unreadable lines", () => {
+  it("reports what DuckDB reads but JSON does not allow as malformed, as the JavaScript way does, and keeps numbers no double holds as text", async () => {
+    const input = await tempDir();
+    cleanups.push(() => rm(input, { recursive: true, force: true }));
+    const folder = path.join(input, "dataset=gen", "assessmentid=a1", "year=2022");
+    await mkdir(folder, { recursive: true });
+    const head = (record: string) => `{"recordid":"${record}","assessmentid":"a1","year":2022,"pad":"PAD"`;
+    const notJson = [
+      ',"v":NaN}',
+      ',"v":-Infinity}',
+      ',"v": inf}',
+      ',"s":[1,2,]}',
+      ',"o":{"a":1,}}',
+      ',"s":[{"a":1},]}',
+    ];
+    const outOfRange = [',"v":1e400}', ',"v":-2.5E-999}', ',"s":[1.5e+400]}'];
+    const regular = documents(6, 40).map((doc) => ({ ...doc, assessmentid: "a1" }));
+    // One file per document, and the same documents in one file large enough for DuckDB to read it itself.
+    const lines = [
+      ...regular.slice(0, 20).map((doc) => JSON.stringify({ ...doc, pad: "PAD" })),
+      ...notJson.map((tail, i) => `${head(`bad${i}`)}${tail}`),
+      ...outOfRange.map((tail, i) => `${head(`far${i}`)}${tail}`),
+      ...regular.slice(20).map((doc) => JSON.stringify({ ...doc, pad: "PAD" })),
+    ];
+    for (const [i, line] of lines.entries())
+      await writeFile(path.join(folder, `d${String(i).padStart(2, "0")}.ndjson`), `${line.replace("PAD", "p")}\n`);
+    const large = path.join(input, "dataset=big", "assessmentid=a1", "year=2022");
+    await mkdir(large, { recursive: true });
+    await writeFile(
+      path.join(large, "all.ndjson"),
+      `${lines.map((l) => l.replace("PAD", "y".repeat(4_000))).join("\n")}\n`,
+    );
+    for (const dataset of ["gen", "big"]) {
+      const typed = await relationalize(input, true, dataset);
+      const plain = await relationalize(input, false, dataset);
+      expect(typed.report.typedDocuments, dataset).toBeGreaterThan(0);
+      expect(typed.report.unreadable, dataset).toEqual(plain.report.unreadable);
+      expect(typed.report.unreadable.length, dataset).toBe(notJson.length);
+      expect(await tables(typed.t)).toEqual(await tables(plain.t));
+      const catalog = await Catalog.open(typed.t.ws);
+      try {
+        expect(await catalog.rebuild(dataset, "bad0")).toBeUndefined();
+        for (const [i, tail] of outOfRange.entries()) {
+          const text = stringify(await catalog.rebuild(dataset, `far${i}`)) as string;
+          expect(text, dataset).toContain(tail.slice(0, -1));
+        }
+      } finally {
+        catalog.close();
+      }
+    }
+  });
+
   it("reports each malformed line, small file or large, exactly as the JavaScript way does, and reads the rest", async () => {
     const input = await tempDir();
     cleanups.push(() => rm(input, { recursive: true, force: true }));

@@ -7,15 +7,24 @@ const INT64_MAX = 2n ** 63n - 1n;
 /** A JSON scalar: numbers are JS numbers where that loses nothing (see parse.ts), else exact text. */
 export type Scalar = string | boolean | number | LosslessNumber;
 
-/** The kind of a JSON scalar (`1.0` is a double and `1` an integer). */
+/**
+ * The kind of a JSON scalar (`1.0` is a double and `1` an integer). A number no 64-bit type holds is a bignum,
+ * kept as its text: an integer beyond int64, or a decimal beyond a double's range (`1e400` would be Infinity,
+ * `1e-400` zero).
+ */
 export function scalarKind(value: Scalar): Kind {
   if (typeof value === "string") return "string";
   if (typeof value === "boolean") return "boolean";
   if (typeof value === "number") return Number.isInteger(value) ? "integer" : "double";
   const text = value.value;
-  if (/[.eE]/.test(text)) return "double";
+  if (/[.eE]/.test(text)) return beyondDouble(text) ? "bignum" : "double";
   const n = BigInt(text);
   return n < INT64_MIN || n > INT64_MAX ? "bignum" : "integer";
+}
+
+function beyondDouble(text: string): boolean {
+  const n = Number(text);
+  return !Number.isFinite(n) || (n === 0 && /[1-9]/.test(text.split(/[eE]/)[0] as string));
 }
 
 export function isScalar(value: unknown): value is Scalar {
@@ -35,7 +44,7 @@ const FAMILY: Record<Kind, Family> = {
 /**
  * The type rule, applied to every kind a column has held across the dataset:
  * integers alone → BIGINT; integers and doubles → DOUBLE; booleans alone → BOOLEAN; anything with a string,
- * an integer beyond 64 bits, or booleans mixed with numbers → VARCHAR. JSON null never changes a type;
+ * a number beyond 64 bits (a bignum), or booleans mixed with numbers → VARCHAR. JSON null never changes a type;
  * a column that has only held null is VARCHAR.
  */
 export function columnType(kinds: Iterable<Kind>): ColumnType {
