@@ -243,6 +243,32 @@ describe("relationalize rules", () => {
     });
   });
 
+  it("names child tables that want the same name without regard to document order, parents first", () => {
+    const docs = [
+      '{"recordid":"a","x":{"y":[{"z":[1]}]}}',
+      '{"recordid":"b","x_y":[{"q":1}]}',
+      '{"recordid":"c","X Y":[2],"x_y_z":[3]}',
+    ];
+    const tables = (order: string[]) => {
+      const r = make();
+      for (const [i, d] of order.entries()) r.add(parse(d), { recordKey: String(i) });
+      const { schema } = r.flush();
+      return Object.fromEntries(schema.tables.map((t) => [JSON.stringify([t.parent, t.path]), t.name]));
+    };
+    const forward = tables(docs);
+    for (const order of [[...docs].reverse(), [docs[1], docs[2], docs[0]] as string[]])
+      expect(tables(order)).toEqual(forward);
+    // Keys that are already safe names keep theirs; the others follow by path; a grandchild is named after its parent.
+    expect(forward).toEqual({
+      "[null,[]]": "t",
+      '["t",["x_y"]]': "t_x_y",
+      '["t",["x_y_z"]]': "t_x_y_z",
+      '["t",["X Y"]]': "t_X_Y_2",
+      '["t",["x","y"]]': "t_x_y_3",
+      '["t_x_y_3",["z"]]': "t_x_y_3_z",
+    });
+  });
+
   it("gives arrays of scalars a val column, recurses into arrays inside elements and structs, and names grandchildren", () => {
     const r = make();
     r.add(parse('{"recordid":"a","tags":["x","y"],"s":{"list":[{"deep":[1,2]}]},"grid":[[1,2],[3]],"empty":[]}'), {

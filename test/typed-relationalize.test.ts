@@ -88,6 +88,9 @@ function documents(seed: number, count: number): object[] {
         ...(next() > 0.3 ? { x: next() - 0.5 } : {}),
         ...(next() > 0.5 ? { points: [[s, s + 1], []] } : {}),
       }));
+    // Arrays whose child tables want the same name: which is met first must not matter.
+    if (next() > 0.85) doc.x_y = [{ q: Math.floor(next() * 9) }];
+    if (next() > 0.85) doc.x = { y: [{ z: "w" }] };
     const irregular = next();
     if (irregular < 0.05) doc.n = null;
     else if (irregular < 0.1) doc.nested = {};

@@ -112,13 +112,34 @@ class TableState {
     kinds.add(kind);
   }
 
-  constructor(readonly schema: TableSchema) {
+  /**
+   * `id` names the table by its place (its parent's id and the array's column key), not by its name, which a
+   * new child table gets only at the next flush (see `nameNewTables`).
+   */
+  constructor(
+    readonly schema: TableSchema,
+    readonly id: string,
+    readonly parent: TableState | null,
+  ) {
     this.names = new NameRegistry(schema.columns.map((c) => c.name));
     for (const column of schema.columns) {
       this.byKey.set(columnKey(column.role, column.path), column);
       if (isConflict(column.kinds)) this.conflicted.add(column.name);
     }
   }
+}
+
+function childId(parent: TableState, columnKey: string): string {
+  return `${parent.id}${SEP}${SEP}${columnKey}`;
+}
+
+function compareTuples(a: readonly (number | string)[], b: readonly (number | string)[]): number {
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] as number | string;
+    const y = b[i] as number | string;
+    if (x !== y) return x < y ? -1 : 1;
+  }
+  return 0;
 }
 
 function pathKey(path: readonly string[]): string {
@@ -178,8 +199,10 @@ export interface FlushResult {
  * returns the rows gathered so far and the updated schema, so a large dataset is processed in bounded batches.
  */
 export class Relationalizer {
+  /** Every table by its id (TableState.id). */
   private readonly tables = new Map<string, TableState>();
-  private readonly children = new Map<string, TableState>();
+  /** Child tables first met since the last flush, named by it. */
+  private unnamed: TableState[] = [];
   private readonly tableNames: NameRegistry;
   private readonly root: TableState;
   /** How many times each record was added since the last flush: only its last addition is kept. */
@@ -187,15 +210,16 @@ export class Relationalizer {
 
   constructor(private readonly schema: DatasetSchema) {
     this.tableNames = new NameRegistry(schema.tables.map((t) => t.name));
+    // A parent always comes before its children in the schema's tables.
+    const byName = new Map<string, TableState>();
     for (const table of schema.tables) {
-      const state = new TableState(table);
-      this.tables.set(table.name, state);
-      if (table.parent !== null) {
-        const parent = schema.tables.find((t) => t.name === table.parent);
-        if (parent) this.children.set(`${parent.name}${SEP}${SEP}k${pathKey(table.path)}`, state);
-      }
+      const parent = table.parent === null ? null : byName.get(table.parent);
+      if (parent === undefined) continue;
+      const state = new TableState(table, parent ? childId(parent, `k${pathKey(table.path)}`) : "", parent);
+      byName.set(table.name, state);
+      this.tables.set(state.id, state);
     }
-    const root = this.tables.get(schema.root);
+    const root = byName.get(schema.root);
     if (!root) throw new RelationalizeError(`dataset schema has no root table '${schema.root}'`);
     this.root = root;
   }
@@ -228,10 +252,10 @@ export class Relationalizer {
    * how documents relationalized elsewhere (by DuckDB, see structure.ts) take part in naming and typing.
    */
   observe(document: unknown, context: DocumentContext): void {
-    const pending = new Map([...this.tables].map(([name, table]) => [name, table.pending.length]));
+    const pending = new Map([...this.tables].map(([id, table]) => [id, table.pending.length]));
     const generation = this.generations.get(context.recordKey);
     this.add(document, context);
-    for (const [name, table] of this.tables) table.pending.length = pending.get(name) ?? 0;
+    for (const [id, table] of this.tables) table.pending.length = pending.get(id) ?? 0;
     if (generation === undefined) this.generations.delete(context.recordKey);
     else this.generations.set(context.recordKey, generation);
   }
@@ -325,27 +349,48 @@ export class Relationalizer {
   }
 
   private childTable(parent: TableState, columnKey: string): TableState {
-    const id = `${parent.schema.name}${SEP}${SEP}${columnKey}`;
-    let child = this.children.get(id);
+    const id = childId(parent, columnKey);
+    let child = this.tables.get(id);
     if (!child) {
-      const path = parent.paths.get(columnKey.slice(1))!;
-      const name = this.tableNames.claim(`${parent.schema.name}_${path.length > 0 ? path.join("_") : "val"}`);
       const schema: TableSchema = {
-        name,
-        parent: parent.schema.name,
-        path,
+        name: "",
+        parent: null,
+        path: parent.paths.get(columnKey.slice(1))!,
         columns: [
           { name: "id", role: "id", path: [], kinds: [], type: "VARCHAR" },
           { name: "index", role: "index", path: [], kinds: [], type: "BIGINT" },
           { name: SHAPE_COLUMN, role: "shape", path: [], kinds: [], type: "VARCHAR" },
         ],
       };
-      this.schema.tables.push(schema);
-      child = new TableState(schema);
-      this.tables.set(name, child);
-      this.children.set(id, child);
+      child = new TableState(schema, id, parent);
+      this.tables.set(id, child);
+      this.unnamed.push(child);
     }
     return child;
+  }
+
+  /**
+   * Names the child tables met since the last flush, in an order that does not depend on the documents' order,
+   * as columns are named: parents before children; then an array under a key that is already a safe name
+   * before a nested one (`a_b` keeps `t_a_b`, `a.b` gets `t_a_b_2`); then by parent name and path.
+   */
+  private nameNewTables(): void {
+    const depth = (table: TableState): number => (table.parent ? depth(table.parent) + 1 : 0);
+    const rank = (table: TableState) =>
+      table.schema.path.length === 1 && safeName(table.schema.path[0] as string) === table.schema.path[0] ? 1 : 2;
+    const order = (table: TableState) => [rank(table), table.parent?.schema.name ?? "", pathKey(table.schema.path)];
+    const unnamed = this.unnamed.splice(0);
+    const depths = unnamed.map(depth);
+    for (const level of [...new Set(depths)].sort((a, b) => a - b)) {
+      const tables = unnamed.filter((_, i) => depths[i] === level).sort((a, b) => compareTuples(order(a), order(b)));
+      for (const table of tables) {
+        const parent = table.parent as TableState;
+        const path = table.schema.path;
+        table.schema.name = this.tableNames.claim(`${parent.schema.name}_${path.length > 0 ? path.join("_") : "val"}`);
+        table.schema.parent = parent.schema.name;
+        this.schema.tables.push(table.schema);
+      }
+    }
   }
 
   /** Rows waiting for `flush`, across all tables. */
@@ -358,6 +403,7 @@ export class Relationalizer {
   flush(): FlushResult {
     const tables: TableRows[] = [];
     const conflicts: TypeConflict[] = [];
+    this.nameNewTables();
     for (const table of this.tables.values()) {
       if (this.generations.size > 0) {
         table.pending = table.pending.filter((row) => this.generations.get(row.record) === row.generation);
