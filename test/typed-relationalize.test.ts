@@ -121,6 +121,49 @@ function sensorFiles(seed: number, count: number): object[] {
   });
 }
 
+/**
+ * Generated document texts, written as an app or a person might: every number form (exponents, `1.0`, `-0`,
+ * 17 significant digits, integers past 2^53), escapes, keys that flatten to the same name, a few values of
+ * another kind than the rest of their field, and top-level arrays of objects.
+ */
+function texts(seed: number, count: number): string[] {
+  const next = prng(seed);
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)] as T;
+  const numbers = ["0", "-0", "-17", "1.0", "2.50", "-0.0", "1e3", "1E-7", "1.5e+10", "123456789012345678"];
+  numbers.push("9007199254740993", "0.30000000000000004", "1e308", "5e-324", "12345.678e-2");
+  const strings = ['""', '"a\\"b"', '"\\u00e9"', '"tab\\t"', '"é"', '"\\\\"', '"1"', '"true"', '"\\u0000"'];
+  const keys = ["a", "b", "B2", "c d", "é", "x.y", "x_y", "_1", "1a", 'k\\"q'];
+  const kinds = new Map<string, string>();
+  const value = (kind: string, depth: number): string => {
+    if (kind === "number") return pick(numbers);
+    if (kind === "string") return pick(strings);
+    if (kind === "boolean") return pick(["true", "false"]);
+    if (kind === "array")
+      return `[${Array.from({ length: Math.floor(next() * 3) }, () => value(pick(["number", "string", "object"]), depth + 1)).join(",")}]`;
+    return object(depth + 1);
+  };
+  const object = (depth: number): string => {
+    const fields = new Map<string, string>();
+    for (let i = 0; i < 1 + Math.floor(next() * 4); i++) {
+      const key = pick(keys);
+      const place = `${depth}:${key}`;
+      if (!kinds.has(place))
+        kinds.set(
+          place,
+          pick(depth > 2 ? ["number", "string", "boolean"] : ["number", "string", "boolean", "array", "object"]),
+        );
+      const kind = next() < 0.005 ? pick(["number", "string"]) : (kinds.get(place) as string);
+      if (!fields.has(key)) fields.set(key, `"${key}":${value(kind, depth)}`);
+    }
+    return `{${[...fields.values()].join(",")}}`;
+  };
+  return Array.from({ length: count }, () => {
+    const record = `"recordid":"r${Math.floor(next() * 1000)}","assessmentid":"a1","year":2022`;
+    const element = () => object(0).replace(/^\{/, `{${record},`).replace(",}", "}");
+    return next() < 0.2 ? `[${Array.from({ length: 1 + Math.floor(next() * 3) }, element).join(",")}]` : element();
+  });
+}
+
 type Layout = "per-record" | "ndjson" | "large ndjson";
 
 /** One file per document, three small NDJSON files, or two NDJSON files large enough for DuckDB to read them itself (with blank lines). */
@@ -209,6 +252,23 @@ describe("the typed way (DuckDB reads and relationalizes)", () => {
       }
     });
   }
+
+  it("gives exactly the tables the JavaScript way gives, for document texts of every number form, escape and colliding key", async () => {
+    for (const seed of [1, 4]) {
+      const input = await tempDir();
+      cleanups.push(() => rm(input, { recursive: true, force: true }));
+      const folder = path.join(input, "dataset=gen", "assessmentid=a1", "year=2022");
+      await mkdir(folder, { recursive: true });
+      for (const [i, text] of texts(seed, 120).entries())
+        await writeFile(path.join(folder, `d${String(i).padStart(3, "0")}.ndjson`), `${text}\n`);
+      const typed = await relationalize(input, true, "gen");
+      const plain = await relationalize(input, false, "gen");
+      expect(typed.report.typedDocuments).toBeGreaterThan(0);
+      expect(typed.report.typedDocuments).toBeLessThan(typed.report.documents);
+      expect(typed.report.unreadable).toEqual([]);
+      expect(await tables(typed.t)).toEqual(await tables(plain.t));
+    }
+  });
 
   for (const layout of ["per-record", "large ndjson"] as const) {
     it(`gives exactly the tables the JavaScript way gives, for sensor files of top-level arrays (${layout})`, async () => {
