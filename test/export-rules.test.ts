@@ -8,7 +8,7 @@ import { effectiveScope, filterRecord, parseScope, type SharingMode, type Sharin
 import { inferFields } from "../src/export/infer.js";
 import { ExportMetrics } from "../src/export/metrics.js";
 import { parseExportRequest } from "../src/export/request.js";
-import { columnsOf, parseTimestamp, sanitize, serializeField } from "../src/export/serialize.js";
+import { columnsOf, parseExportDocument, parseTimestamp, sanitize, serializeField } from "../src/export/serialize.js";
 import { calendarDay, commonCells } from "../src/export/tables.js";
 import { formatRow, parseRows, tsvRow, tsvTable } from "../src/export/tsv.js";
 import { TransformConfig } from "../src/lake/models.js";
@@ -182,6 +182,32 @@ describe("value serialization", () => {
     ]);
     expect([cell("FLOAT", 3.14), cell("FLOAT", 42), cell("FLOAT", "3.14")]).toEqual(["3.14", "42", null]);
     expect(serializeField({ name: "f", type: "INT" }, null).cells).toEqual({});
+  });
+
+  it("keeps every digit of an integer a double cannot hold, in number columns, JSON and inferred types", () => {
+    const text =
+      '{"ns":1649448168724000123,"huge":123456789012345678901,"small":17,"f":1.5,"samples":[{"t":1649448168724000123}]}';
+    const doc = parseExportDocument(text) as Record<string, unknown>;
+    // JSON.parse would make the first 1649448168724000000.
+    expect(JSON.parse(text).ns).not.toBe(1649448168724000123n);
+    expect(doc).toMatchObject({ ns: 1649448168724000123n, small: 17, f: 1.5 });
+    const cell = (type: "INT" | "FLOAT" | "STRING", v: unknown) =>
+      serializeField({ name: "f", type }, v).cells.f ?? null;
+    expect([cell("INT", doc.ns), cell("FLOAT", doc.ns), cell("STRING", doc.ns), cell("INT", doc.huge)]).toEqual([
+      "1649448168724000123",
+      "1649448168724000123",
+      "1649448168724000123",
+      null,
+    ]);
+    const attached: string[] = [];
+    serializeField({ name: "samples", type: "ATTACHMENT_JSON_BLOB" }, doc.samples, (json) => {
+      attached.push(json);
+      return "key";
+    });
+    expect(attached).toEqual(['[{"t":1649448168724000123}]']);
+    expect(inferFields([doc], [], new Set()).find((f) => f.name === "ns")).toEqual({ name: "ns", type: "INT" });
+    // Without such a number, the document is read by JSON.parse as before.
+    expect(parseExportDocument('{"a":1.0,"b":[2]}')).toEqual({ a: 1, b: [2] });
   });
 
   it("cleans and cuts string kinds to their maximum length, writing other values as JSON", () => {

@@ -16,7 +16,7 @@ import { inferFields } from "./infer.js";
 import type { ExportMetrics } from "./metrics.js";
 import { type ExportPlan, type PlannedRecord, planExport, type Selection, selectionOf } from "./plan.js";
 import { type ExportRequest, ExportRequestError } from "./request.js";
-import { columnsOf, type FieldDefinition, serializeField } from "./serialize.js";
+import { columnsOf, type FieldDefinition, parseExportDocument, serializeField } from "./serialize.js";
 import {
   type Cells,
   clientInfo,
@@ -540,7 +540,7 @@ class ExportJob {
     }
     const end = text.indexOf("\n");
     try {
-      return JSON.parse(end >= 0 ? text.slice(0, end) : text);
+      return parseExportDocument(end >= 0 ? text.slice(0, end) : text);
     } catch (err) {
       throw new RecordError(recordId, `its document ${key} is not JSON: ${(err as Error).message}`, false);
     }

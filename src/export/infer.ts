@@ -36,6 +36,7 @@ export function inferFields(
       }
       if (typeof value === "boolean") entry.kinds.add("boolean");
       else if (typeof value === "number") entry.kinds.add(Number.isInteger(value) ? "integer" : "float");
+      else if (typeof value === "bigint") entry.kinds.add("integer");
       else if (typeof value === "string") {
         entry.kinds.add(parseTimestamp(value) ? "timestamp" : "string");
         entry.longest = Math.max(entry.longest, value.length);

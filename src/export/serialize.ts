@@ -1,3 +1,4 @@
+import { isInteger, isSafeNumber, parse, stringify } from "lossless-json";
 import sanitizeHtml from "sanitize-html";
 import { z } from "zod";
 import { type Column, MAX_STRING_LENGTH } from "./columns.js";
@@ -102,6 +103,25 @@ export function columnsOf(input: FieldDefinition): Column[] {
   }
 }
 
+/** An integer past 2^53 cannot be a JS number without losing digits. */
+const LONG_INTEGER = /(?<![.0-9])[0-9]{16,}/;
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+
+/**
+ * Parses a document for export: numbers are JS numbers, except integers a double cannot hold exactly, which
+ * are bigints (a 19-digit sensor timestamp keeps every digit). `JSON.parse` unless the text has such a number.
+ */
+export function parseExportDocument(text: string): unknown {
+  if (!LONG_INTEGER.test(text)) return JSON.parse(text);
+  return parse(text, null, (number) => (isInteger(number) && !isSafeNumber(number) ? BigInt(number) : Number(number)));
+}
+
+/** JSON text of a parsed document's value, bigints as their digits. */
+function jsonText(value: unknown): string {
+  return stringify(value) as string;
+}
+
 /** Stores a JSON text as an attachment and returns its key. */
 export type Attach = (json: string) => string;
 
@@ -117,20 +137,22 @@ export function serializeField(input: FieldDefinition, value: unknown, attach?: 
   switch (field.type) {
     case "ATTACHMENT_JSON_BLOB":
       if (!attach) throw new Error(`field '${name}' is an attachment and no attachment store was given`);
-      out.cells[name] = attach(JSON.stringify(value));
+      out.cells[name] = attach(jsonText(value));
       break;
     case "BOOLEAN":
       if (typeof value === "boolean") out.cells[name] = String(value);
       break;
     case "INT":
       if (typeof value === "number" && Number.isFinite(value)) out.cells[name] = String(Math.trunc(value));
+      else if (typeof value === "bigint" && value >= INT64_MIN && value <= INT64_MAX) out.cells[name] = String(value);
       break;
     case "FLOAT":
-      if (typeof value === "number" && Number.isFinite(value)) out.cells[name] = String(value);
+      if ((typeof value === "number" && Number.isFinite(value)) || typeof value === "bigint")
+        out.cells[name] = String(value);
       break;
     case "MULTI_CHOICE": {
       if (!Array.isArray(value)) break;
-      const selected = new Set(value.map((v) => (typeof v === "string" ? v : JSON.stringify(v))));
+      const selected = new Set(value.map((v) => (typeof v === "string" ? v : jsonText(v))));
       for (const answer of field.multiChoiceAnswerList) {
         out.cells[`${name}.${answer}`] = String(selected.has(answer));
         selected.delete(answer);
@@ -156,7 +178,7 @@ export function serializeField(input: FieldDefinition, value: unknown, attach?: 
       break;
     }
     default: {
-      const text = typeof value === "string" ? value : JSON.stringify(value);
+      const text = typeof value === "string" ? value : jsonText(value);
       const cleaned = sanitize(text, maxLengthOf(field));
       out.cells[name] = cleaned.value;
       out.truncated = cleaned.truncated;
