@@ -629,7 +629,9 @@ describe("participant withdrawal and transformations", () => {
 
 describe("an update cut off by a killed process", () => {
   it("is abandoned, its folders removed, once its writer stops renewing it, and never read; a slow writer's is kept", async () => {
-    const t = await makeWorkspace({ lake: { abandonAfterSeconds: 0.6 } });
+    // Long enough that a renewal every third of it is never late on a busy machine, short for a test.
+    const lease = 1500;
+    const t = await makeWorkspace({ lake: { abandonAfterSeconds: lease / 1000 } });
     try {
       const lake = new Lake(t.ws);
       const operator = await lake.principal();
@@ -641,16 +643,16 @@ describe("an update cut off by a killed process", () => {
       );
       // What a kill leaves: an update begun and never renewed, a half-written folder.
       const dead = await t.ws.state.lake.beginUpdate("d", "snapshot", "operator", {
-        aliveUntil: new Date(Date.now() + 600).toISOString(),
+        aliveUntil: new Date(Date.now() + lease).toISOString(),
       });
       const writing = path.join(lake.root, "data", "d", `${dead}.writing`);
       await mkdir(writing, { recursive: true });
       await writeFile(path.join(writing, "part-0.parquet"), "half");
       // A slow writer, alive: it renews its update every third of the lease, however long it writes.
-      const slow = await UpdateLease.begin(t.ws.state.lake, "d", "delta", "operator", null, 600);
+      const slow = await UpdateLease.begin(t.ws.state.lake, "d", "delta", "operator", null, lease);
       try {
         expect(await lake.query(operator, "SELECT * FROM d")).toMatchObject({ rows: [] });
-        await sleep(1500);
+        await sleep(lease + 1000);
         const manifest = await lake.importFile("d", path.join(dir, "a.csv"), operator);
         expect(manifest.update).toBe("u000003");
         const updates = await lake.updates("d", operator);
@@ -660,13 +662,13 @@ describe("an update cut off by a killed process", () => {
           ["u000003", "committed"],
         ]);
         const renewed = Date.parse(updates[1]?.aliveUntil ?? "") - Date.parse(updates[1]?.createdAt ?? "");
-        expect(renewed).toBeGreaterThan(1000);
+        expect(renewed).toBeGreaterThan(lease + 500);
         await expect(stat(writing)).rejects.toThrow(/ENOENT/);
       } finally {
         slow.end();
       }
       // Its writer gone, the slow one's update goes the same way one lease later.
-      await sleep(1000);
+      await sleep(lease + 500);
       await lake.importFile("d", path.join(dir, "a.csv"), operator);
       expect((await lake.updates("d", operator)).map((u) => u.status)).toEqual([
         "abandoned",
