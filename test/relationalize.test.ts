@@ -187,6 +187,9 @@ describe("relationalize rules", () => {
     expect(types).toMatchObject({ n: "BIGINT", x: "DOUBLE", b: "BOOLEAN", s: "VARCHAR", m: "VARCHAR", nul: "VARCHAR" });
     expect(conflicts).toEqual([{ table: "t", column: "m", kinds: ["integer", "string"], resolvedAs: "VARCHAR" }]);
     expect(columnType(["integer", "bignum"])).toBe("VARCHAR");
+    expect(scalarKind(new LosslessNumber("9007199254740993"))).toBe("long");
+    expect(scalarKind(new LosslessNumber("9007199254740992"))).toBe("integer");
+    expect([columnType(["long", "integer"]), columnType(["long", "double"])]).toEqual(["BIGINT", "VARCHAR"]);
     // A decimal no double holds is kept as its text, as an integer beyond 64 bits is.
     expect(scalarKind(new LosslessNumber("1e400"))).toBe("bignum");
     expect(scalarKind(new LosslessNumber("-2.5E-999"))).toBe("bignum");
@@ -345,6 +348,10 @@ const number = fc.oneof(
     .double({ noNaN: true, noDefaultInfinity: true })
     .map((d) => new LosslessNumber(/[.e]/.test(String(d)) ? String(d) : `${d}.0`)),
   fc.bigInt({ min: 2n ** 64n, max: 2n ** 70n }).map((n) => new LosslessNumber(n.toString())),
+  // Integers a BIGINT holds but a DOUBLE would round, as the same field's doubles would make it.
+  fc
+    .bigInt({ min: 2n ** 53n + 1n, max: 2n ** 63n - 1n })
+    .map((n) => new LosslessNumber((n * (n % 2n ? -1n : 1n)).toString())),
   // Decimals beyond a double's range: read as numbers they would become Infinity or 0.
   fc
     .tuple(fc.integer({ min: 1, max: 99 }), fc.integer({ min: 309, max: 999 }), fc.boolean())

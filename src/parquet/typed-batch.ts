@@ -37,14 +37,14 @@ export interface LeftDocument {
 
 /**
  * Text that the structure cannot vouch for: `null` or `{}` anywhere (merging array elements hides them);
- * numbers no 64-bit type may hold (integers of 19 digits or more, exponents of 100 or more ending a number,
- * so that hex ids rarely match, fractions beginning with 200 zeros), which are text in the tables; and what
- * DuckDB reads but JSON does not allow (`NaN`, `Infinity` or `inf` in any case, a comma before `}` or `]`),
- * which the JavaScript way reports as malformed. Text inside strings can match too; that only sends the
- * document the slower way.
+ * numbers a double or no 64-bit type may not hold (integers of 16 digits or more, which a DOUBLE column
+ * would round; exponents of 100 or more ending a number, so that hex ids rarely match; fractions beginning
+ * with 200 zeros), which the JavaScript way types exactly; and what DuckDB reads but JSON does not allow
+ * (`NaN`, `Infinity` or `inf` in any case, a comma before `}` or `]`), which the JavaScript way reports as
+ * malformed. Text inside strings can match too; that only sends the document the slower way.
  */
 const UNSURE_TEXT =
-  "\\{\\s*\\}|(^|[^.0-9])[0-9]{19}|[0-9][eE][-+]?0*[1-9][0-9]{2,}[,}\\]\\s]|\\.0{200}|[:,\\[]\\s*[-+]?(?i:nan|inf)|,\\s*[}\\]]";
+  "\\{\\s*\\}|(^|[^.0-9])[0-9]{16}|[0-9][eE][-+]?0*[1-9][0-9]{2,}[,}\\]\\s]|\\.0{200}|[:,\\[]\\s*[-+]?(?i:nan|inf)|,\\s*[}\\]]";
 /** A document's sequence number: its file's place in the batch, then its place in the file. */
 const FILE_SHIFT = 2n ** 32n;
 /**

@@ -5,6 +5,7 @@ export type KindTag = "b" | "i" | "d" | "g";
 export const TAG_OF: Record<Exclude<Kind, "string">, KindTag> = {
   boolean: "b",
   integer: "i",
+  long: "i",
   double: "d",
   bignum: "g",
 };

@@ -21,6 +21,7 @@ const READ_AS: Record<Kind, ColumnType> = {
   string: "VARCHAR",
   boolean: "BOOLEAN",
   integer: "BIGINT",
+  long: "BIGINT",
   double: "DOUBLE",
   bignum: "VARCHAR",
 };

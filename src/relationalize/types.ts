@@ -3,6 +3,7 @@ import type { ColumnType, Kind } from "./model.js";
 
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
+const DOUBLE_EXACT = 2n ** 53n;
 
 /** A JSON scalar: numbers are JS numbers where that loses nothing (see parse.ts), else exact text. */
 export type Scalar = string | boolean | number | LosslessNumber;
@@ -19,7 +20,8 @@ export function scalarKind(value: Scalar): Kind {
   const text = value.value;
   if (/[.eE]/.test(text)) return beyondDouble(text) ? "bignum" : "double";
   const n = BigInt(text);
-  return n < INT64_MIN || n > INT64_MAX ? "bignum" : "integer";
+  if (n < INT64_MIN || n > INT64_MAX) return "bignum";
+  return n > DOUBLE_EXACT || n < -DOUBLE_EXACT ? "long" : "integer";
 }
 
 function beyondDouble(text: string): boolean {
@@ -38,25 +40,32 @@ const FAMILY: Record<Kind, Family> = {
   bignum: "text",
   boolean: "boolean",
   integer: "number",
+  long: "number",
   double: "number",
 };
 
 /**
  * The type rule, applied to every kind a column has held across the dataset:
- * integers alone → BIGINT; integers and doubles → DOUBLE; booleans alone → BOOLEAN; anything with a string,
- * a number beyond 64 bits (a bignum), or booleans mixed with numbers → VARCHAR. JSON null never changes a type;
+ * integers alone → BIGINT; integers and doubles → DOUBLE, unless an integer is beyond ±2^53 (a long, which a
+ * double would round) → VARCHAR; booleans alone → BOOLEAN; anything with a string, a number beyond 64 bits
+ * (a bignum), or booleans mixed with numbers → VARCHAR. JSON null never changes a type;
  * a column that has only held null is VARCHAR.
  */
 export function columnType(kinds: Iterable<Kind>): ColumnType {
   const set = new Set(kinds);
   if (set.size === 0 || set.has("string") || set.has("bignum")) return "VARCHAR";
   if (set.has("boolean")) return set.size === 1 ? "BOOLEAN" : "VARCHAR";
-  return set.has("double") ? "DOUBLE" : "BIGINT";
+  if (set.has("double")) return set.has("long") ? "VARCHAR" : "DOUBLE";
+  return "BIGINT";
 }
 
-/** True when the kinds span more than one family (text, boolean, number): a conflict to report. */
+/**
+ * True when the kinds span more than one family (text, boolean, number), or mix longs with doubles (which
+ * makes the column text): a conflict to report.
+ */
 export function isConflict(kinds: Iterable<Kind>): boolean {
-  return new Set([...kinds].map((k) => FAMILY[k])).size > 1;
+  const set = new Set(kinds);
+  return new Set([...set].map((k) => FAMILY[k])).size > 1 || (set.has("long") && set.has("double"));
 }
 
 /** A scalar's value in a column of the given type. VARCHAR keeps a number's exact text. */
