@@ -253,6 +253,26 @@ describe("the typed way (DuckDB reads and relationalizes)", () => {
     });
   }
 
+  it("reads elements of an array that the documents sampled for the plan only had empty", async () => {
+    const input = await tempDir();
+    cleanups.push(() => rm(input, { recursive: true, force: true }));
+    const folder = path.join(input, "dataset=gen", "assessmentid=a1", "year=2022");
+    await mkdir(folder, { recursive: true });
+    // The plan is guessed from the first documents; the last has what they never showed: tags' elements.
+    for (let i = 0; i < 40; i++) {
+      const tags = i === 39 ? '["x"]' : "[]";
+      await writeFile(
+        path.join(folder, `d${String(i).padStart(2, "0")}.ndjson`),
+        `{"recordid":"r${i}","assessmentid":"a1","year":2022,"tags":${tags}}\n`,
+      );
+    }
+    const typed = await relationalize(input, true, "gen");
+    const plain = await relationalize(input, false, "gen");
+    expect(typed.report.typedDocuments).toBe(40);
+    expect(await tables(typed.t)).toEqual(await tables(plain.t));
+    expect(JSON.stringify((await tables(typed.t)).gen_tags?.rows)).toContain('[\\"val\\",\\"x\\"]');
+  });
+
   it("gives exactly the tables the JavaScript way gives, for document texts of every number form, escape and colliding key", async () => {
     for (const seed of [1, 4]) {
       const input = await tempDir();

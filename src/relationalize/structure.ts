@@ -240,12 +240,16 @@ export function structureAt(node: Structure, path: readonly string[]): Structure
   return at;
 }
 
-/** Whether reading with `plan` reads every value of documents of `structure` as the type of its own kind. */
+/**
+ * Whether reading with `plan` reads every value of documents of `structure` as the type of its own kind, and
+ * the tables written from `plan` hold them: a plan that has only seen empty arrays somewhere (no element
+ * type) covers no elements there, though it reads them as text.
+ */
 export function covers(plan: Structure, structure: Structure): boolean {
   if (typeof structure === "string") {
     if (structure === NO_ELEMENTS) return true;
     const kind = KIND_OF[structure];
-    return typeof plan === "string" && kind !== undefined && readPlan(plan) === READ_AS[kind];
+    return typeof plan === "string" && plan !== NO_ELEMENTS && kind !== undefined && readPlan(plan) === READ_AS[kind];
   }
   if (Array.isArray(structure))
     return Array.isArray(plan) && covers(plan[0] ?? NO_ELEMENTS, structure[0] ?? NO_ELEMENTS);
