@@ -370,7 +370,8 @@ function canonical(v: unknown): unknown {
   if (isLosslessNumber(v)) {
     if (!/[.eE]/.test(v.value)) return `n:${BigInt(v.value)}`;
     const n = Number(v.value);
-    return Number.isFinite(n) && n !== 0 ? `n:${n}` : `n:${v.value}`;
+    const beyond = !Number.isFinite(n) || (n === 0 && /[1-9]/.test(v.value.split(/[eE]/)[0] as string));
+    return beyond ? `n:${v.value}` : `n:${n}`;
   }
   if (typeof v === "number") return `n:${v}`;
   if (Array.isArray(v)) return v.map(canonical);
