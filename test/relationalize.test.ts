@@ -221,18 +221,21 @@ describe("relationalize rules", () => {
     expect(asObjects(r.flush().tables).t![0]!.at).toBe("2022-04-08T13:02:48.724-07:00");
   });
 
+  /** The schema after one batch of these documents, added in this order. */
+  const flushed = (docs: readonly string[]) => {
+    const r = make();
+    for (const [i, d] of docs.entries()) r.add(parse(d), { recordKey: String(i) });
+    return r.flush();
+  };
+
   it("makes names safe and resolves collisions without regard to document order", () => {
     const docs = [
       '{"recordid":"a","a_b":1}',
       '{"recordid":"b","a":{"b":2}}',
       '{"recordid":"c","A B":3,"9lives":4,"Name":5,"name":6}',
     ];
-    const names = (order: string[]) => {
-      const r = make();
-      for (const [i, d] of order.entries()) r.add(parse(d), { recordKey: String(i) });
-      const { tables } = r.flush();
-      return Object.fromEntries(tables[0]!.schema.columns.map((c) => [JSON.stringify(c.path), c.name]));
-    };
+    const names = (order: string[]) =>
+      Object.fromEntries(flushed(order).tables[0]!.schema.columns.map((c) => [JSON.stringify(c.path), c.name]));
     const forward = names(docs);
     expect(names([...docs].reverse())).toEqual(forward);
     // `a_b`, `a.b` and `A B` all want `a_b` (SQL ignores case): the key that is already a safe name keeps it.
@@ -252,12 +255,8 @@ describe("relationalize rules", () => {
       '{"recordid":"b","x_y":[{"q":1}]}',
       '{"recordid":"c","X Y":[2],"x_y_z":[3]}',
     ];
-    const tables = (order: string[]) => {
-      const r = make();
-      for (const [i, d] of order.entries()) r.add(parse(d), { recordKey: String(i) });
-      const { schema } = r.flush();
-      return Object.fromEntries(schema.tables.map((t) => [JSON.stringify([t.parent, t.path]), t.name]));
-    };
+    const tables = (order: string[]) =>
+      Object.fromEntries(flushed(order).schema.tables.map((t) => [JSON.stringify([t.parent, t.path]), t.name]));
     const forward = tables(docs);
     for (const order of [[...docs].reverse(), [docs[1], docs[2], docs[0]] as string[]])
       expect(tables(order)).toEqual(forward);

@@ -1,6 +1,7 @@
 import { isInteger, isSafeNumber, parse, stringify } from "lossless-json";
 import sanitizeHtml from "sanitize-html";
 import { z } from "zod";
+import { fitsInt64 } from "../relationalize/types.js";
 import { type Column, MAX_STRING_LENGTH } from "./columns.js";
 
 /** Field types of a study schema, as the reference exporter knows them. */
@@ -105,8 +106,6 @@ export function columnsOf(input: FieldDefinition): Column[] {
 
 /** An integer past 2^53 cannot be a JS number without losing digits. */
 const LONG_INTEGER = /(?<![.0-9])[0-9]{16,}/;
-const INT64_MIN = -(2n ** 63n);
-const INT64_MAX = 2n ** 63n - 1n;
 
 /**
  * Parses a document for export: numbers are JS numbers, except integers a double cannot hold exactly, which
@@ -144,7 +143,7 @@ export function serializeField(input: FieldDefinition, value: unknown, attach?: 
       break;
     case "INT":
       if (typeof value === "number" && Number.isFinite(value)) out.cells[name] = String(Math.trunc(value));
-      else if (typeof value === "bigint" && value >= INT64_MIN && value <= INT64_MAX) out.cells[name] = String(value);
+      else if (typeof value === "bigint" && fitsInt64(value)) out.cells[name] = String(value);
       break;
     case "FLOAT":
       if ((typeof value === "number" && Number.isFinite(value)) || typeof value === "bigint")

@@ -4,8 +4,10 @@ import { z } from "zod";
 export const ColumnType = z.enum(["BOOLEAN", "BIGINT", "DOUBLE", "VARCHAR"]);
 export type ColumnType = z.infer<typeof ColumnType>;
 
-/** The JSON kinds of value a column has held; they decide its type. */
-/** `long`: an integer beyond ±2^53, exact in BIGINT, not in DOUBLE. `bignum`: a number no 64-bit type holds. */
+/**
+ * The JSON kinds of value a column has held; they decide its type. `long`: an integer beyond ±2^53, exact in
+ * BIGINT, not in DOUBLE. `bignum`: a number no 64-bit type holds.
+ */
 export const Kind = z.enum(["boolean", "integer", "long", "double", "bignum", "string"]);
 export type Kind = z.infer<typeof Kind>;
 

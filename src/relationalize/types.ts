@@ -5,6 +5,11 @@ const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 const DOUBLE_EXACT = 2n ** 53n;
 
+/** Whether an integer fits a 64-bit signed column (BIGINT). */
+export function fitsInt64(n: bigint): boolean {
+  return n >= INT64_MIN && n <= INT64_MAX;
+}
+
 /** A JSON scalar: numbers are JS numbers where that loses nothing (see parse.ts), else exact text. */
 export type Scalar = string | boolean | number | LosslessNumber;
 
@@ -20,7 +25,7 @@ export function scalarKind(value: Scalar): Kind {
   const text = value.value;
   if (/[.eE]/.test(text)) return beyondDouble(text) ? "bignum" : "double";
   const n = BigInt(text);
-  if (n < INT64_MIN || n > INT64_MAX) return "bignum";
+  if (!fitsInt64(n)) return "bignum";
   return n > DOUBLE_EXACT || n < -DOUBLE_EXACT ? "long" : "integer";
 }
 
